@@ -1,0 +1,141 @@
+"""The lcdoc command line: parse, call the library, print. No retrieval or planning logic here."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from lcdoc import console
+from lcdoc.errors import LcdocError
+
+app = typer.Typer(
+    help="Ask questions of long documents with a local model: stuffing or hybrid retrieval, per query.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+IndexOpt = Annotated[str, typer.Option("--index", "-i", help="Index name (under the index dir) or path.")]
+IndexDirOpt = Annotated[Optional[Path], typer.Option("--index-dir", envvar="LCDOC_INDEX_DIR",
+                                                     help="Folder holding named indexes.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object on stdout, for scripts.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or logs on stderr.")]
+
+
+def _settings(**flags):
+    from lcdoc.settings import load_settings
+
+    return load_settings(**flags)
+
+
+def _display(path: str) -> str:
+    """A stored absolute path shown relative to the working directory when it is under it."""
+    try:
+        return os.path.relpath(path) if not os.path.relpath(path).startswith("..") else path
+    except ValueError:
+        return path
+
+
+@app.command("index")
+def index_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="Files and folders to index (recursively).")],
+    index: IndexOpt = "default",
+    index_dir: IndexDirOpt = None,
+    include: Annotated[list[str], typer.Option("--include", help="Glob of files to take (repeatable).")] = [],
+    exclude: Annotated[list[str], typer.Option("--exclude", help="Glob of files to leave out (repeatable).")] = [],
+    max_mb: Annotated[Optional[float], typer.Option("--max-mb", help="Skip files larger than this.")] = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Build or update an index: only new or changed files are embedded; deleted ones are dropped."""
+    from lcdoc.index import Index, update_index
+
+    console.QUIET = quiet
+    s = _settings(index_dir=index_dir, max_file_mb=max_mb)
+    idx = Index.open(index, s.index_dir, create=True, embed_model=s.embed_model)
+    with console.progress_bar() as bar:
+        try:
+            rep = update_index(idx, list(paths), tuple(include), tuple(exclude),
+                               int(s.max_file_mb * 2**20), s.chunk_tokens, s.chunk_overlap,
+                               on_progress=bar)
+        except KeyboardInterrupt:
+            console.log(f"interrupted: {idx.folder} keeps every batch committed before the interrupt")
+            raise typer.Exit(130)
+    for sk in rep.skipped:
+        console.log(f"skipped {sk.path}: {sk.reason}")
+    for f in rep.failed:
+        console.err.print(f"lcdoc: error: {f.path}: {f.reason}", markup=False, highlight=False)
+    counts = idx.store.counts()
+    if as_json:
+        print(json.dumps({
+            "index": str(idx.folder), "files_seen": rep.files_seen, "indexed": rep.indexed,
+            "unchanged": rep.unchanged, "removed": rep.removed, "pages": rep.pages,
+            "chunks": rep.chunks, "tokens": rep.tokens, "seconds": round(rep.seconds, 3),
+            "vector_index": rep.vector_index, "total": counts,
+            "failed": [{"path": f.path, "reason": f.reason} for f in rep.failed],
+            "skipped": [{"path": f.path, "reason": f.reason} for f in rep.skipped],
+        }))
+    else:
+        rate = rep.chunks / rep.seconds if rep.seconds else 0.0
+        print(f"{idx.folder}: {rep.indexed} files indexed ({rep.unchanged} unchanged, {rep.removed} "
+              f"removed, {len(rep.failed)} failed, {len(rep.skipped)} skipped), {rep.pages} pages, "
+              f"{rep.chunks} chunks, {rep.tokens} tokens in {rep.seconds:.1f} s ({rate:.1f} chunks/s); "
+              f"index holds {counts['documents']} documents, {counts['chunks']} chunks "
+              f"({rep.vector_index} vectors)")
+    if not rep.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for.")],
+    index: IndexOpt = "default",
+    index_dir: IndexDirOpt = None,
+    k: Annotated[int, typer.Option("-k", help="How many passages.")] = 5,
+    mode: Annotated[str, typer.Option("--mode", help="hybrid, bm25 or dense.")] = "hybrid",
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Hybrid search (BM25 + dense, fused by reciprocal rank) over an index."""
+    from lcdoc.errors import UsageError
+    from lcdoc.index import Index
+
+    console.QUIET = quiet
+    if mode not in ("hybrid", "bm25", "dense"):
+        raise UsageError(f"--mode {mode}: choose hybrid, bm25 or dense")
+    s = _settings(index_dir=index_dir)
+    with Index.open(index, s.index_dir) as idx:
+        hits = idx.search(query, k=k, mode=mode)  # type: ignore[arg-type]
+    if as_json:
+        print(json.dumps({"results": [
+            {"path": h.path, "page": h.page, "page_end": h.page_end, "heading": h.heading,
+             "text": h.text, "score": round(h.score, 6), "bm25_rank": h.bm25_rank,
+             "dense_rank": h.dense_rank} for h in hits]}))
+        return
+    for n, h in enumerate(hits, 1):
+        where = _display(h.path)
+        if h.page is not None:
+            where += f" p. {h.page}" + (f"-{h.page_end}" if h.page_end != h.page else "")
+        if h.heading:
+            where += f"  § {h.heading}"
+        snippet = " ".join(h.text.split())
+        snippet = snippet[:300] + ("…" if len(snippet) > 300 else "")
+        console.out.print(f"[bold]{n}.[/bold] [cyan]{where}[/cyan]  [dim]score {h.score:.4f}[/dim]")
+        console.out.print(f"   {snippet}", markup=False)
+
+
+def main() -> None:
+    """Entry point: run the app and turn lcdoc's errors into one-line messages and exit codes."""
+    try:
+        app()
+    except LcdocError as e:
+        console.err.print(f"lcdoc: error: {e}", markup=False, highlight=False)
+        sys.exit(e.exit_code)
+    except BrokenPipeError:
+        sys.stderr.close()
+        sys.exit(0)

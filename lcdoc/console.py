@@ -1,0 +1,43 @@
+"""Terminal plumbing for the CLI: stderr console, progress bars that vanish when not on a terminal."""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+from rich.console import Console
+
+err = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")) or None, highlight=False,
+              soft_wrap=True)
+out = Console(no_color=bool(os.environ.get("NO_COLOR")) or None, highlight=False, soft_wrap=True)
+
+QUIET = False
+
+
+def log(msg: str) -> None:
+    """A line of progress or information on stderr (silenced by --quiet)."""
+    if not QUIET:
+        err.print(msg, markup=False)
+
+
+@contextmanager
+def progress_bar() -> Iterator:
+    """A callback (stage, done, total) drawing a rich progress bar on stderr, or a no-op off-terminal."""
+    if QUIET or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    with Progress(TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True) as prog:
+        tasks: dict[str, int] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = prog.add_task(stage, total=total if total > 0 else None)
+            prog.update(tasks[stage], completed=done, total=total if total > 0 else None)
+
+        yield update

@@ -1,0 +1,200 @@
+"""Incremental indexing: read new or changed files, chunk, embed, commit in small atomic batches."""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from lcdoc.errors import InputFileError, UsageError
+from lcdoc.index.index import Index
+from lcdoc.index.lock import WriteLock
+from lcdoc.ingest import Chunk, Document, Skipped, chunk_document, load_path, walk_paths
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+# Commit after about this many chunks: a kill loses at most one batch of embedding work, and
+# each commit is a single transaction, so the index is always whole.
+COMMIT_CHUNKS = 512
+
+
+@dataclass
+class IndexReport:
+    """What one `lcdoc index` run did, for the summary line and --json."""
+
+    index: str
+    files_seen: int = 0
+    indexed: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    pages: int = 0
+    chunks: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    failed: list[Skipped] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    vector_index: str = ""
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """False only when files were given and none could be indexed or was already indexed."""
+        return self.indexed + self.unchanged > 0 or (not self.failed and not self.skipped)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _load_all(paths: list[Path], workers: int) -> Iterator[tuple[Path, Document | InputFileError]]:
+    """Load documents, PDFs in parallel processes (pypdf is pure Python and CPU-bound)."""
+    pdfs = [p for p in paths if p.suffix.lower() == ".pdf"]
+    others = [p for p in paths if p.suffix.lower() != ".pdf"]
+    pool = None
+    futures = []
+    if len(pdfs) > 1 and workers > 1:
+        # spawn, not fork: the parent may already hold torch's threads.
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(pdfs)),
+                                   mp_context=multiprocessing.get_context("spawn"))
+        futures = [(p, pool.submit(load_path, p)) for p in pdfs]
+    else:
+        others = pdfs + others
+    try:
+        for p in others:
+            try:
+                yield p, load_path(p)
+            except InputFileError as e:
+                yield p, e
+        for p, fut in futures:
+            try:
+                yield p, fut.result()
+            except InputFileError as e:
+                yield p, e
+            except Exception as e:  # a crash inside the parser names the file, never stops the run
+                yield p, InputFileError(str(p), f"could not be read ({type(e).__name__}: {e})")
+    finally:
+        if pool:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def update_index(
+    index: Index,
+    paths: list[str | Path],
+    include: tuple[str, ...] = (),
+    exclude: tuple[str, ...] = (),
+    max_bytes: int = 200 * 2**20,
+    chunk_tokens: int = 256,
+    chunk_overlap: int = 32,
+    workers: int | None = None,
+    on_progress: Progress | None = None,
+    lock_wait_s: float = 10.0,
+) -> IndexReport:
+    """Bring the index up to date with the given files and folders; returns what was done."""
+    t0 = time.perf_counter()
+    report = IndexReport(index=index.name)
+    store = index.store
+    workers = workers or os.cpu_count() or 1
+    with WriteLock(index.folder, lock_wait_s):
+        files, skipped = walk_paths(paths, include, exclude, max_bytes)
+        report.skipped = skipped
+        report.files_seen = len(files) + len(skipped)
+        existing = {d.path: d for d in store.documents()}
+        chunking = f"{chunk_tokens}/{chunk_overlap}"
+        rechunk = store.get_meta("chunking") not in (None, chunking)
+
+        todo: list[Path] = []
+        for f in files:
+            key = str(f.resolve())
+            old = existing.get(key)
+            if old and not rechunk and old.sha256 == _sha256(f):
+                report.unchanged += 1
+            else:
+                todo.append(f)
+
+        roots = [Path(p).resolve() for p in paths]
+        gone = [
+            p for p in existing
+            if not os.path.exists(p) and any(Path(p) == r or r in Path(p).parents for r in roots)
+        ]
+
+        embedder = None
+        pending: list[tuple[Document, float, int, list[Chunk]]] = []
+
+        def commit() -> None:
+            nonlocal embedder, gone
+            if not pending and not gone:
+                return
+            texts = [c.indexed_text() for _, _, _, cs in pending for c in cs]
+            vecs = None
+            if texts:
+                if embedder is None:
+                    embedder = index.embedder()
+                    dim = store.get_meta("embed_dim")
+                    if dim and int(dim) != embedder.dim:
+                        raise UsageError(f"{index.folder}: built with {dim}-d embeddings, the model "
+                                         f"gives {embedder.dim}-d; use another index name")
+                    store.set_meta("embed_dim", str(embedder.dim))
+                    store.set_meta("embed_model", embedder.name)
+                    if index.embed_model:
+                        store.set_meta("embed_model_path", str(index.embed_model))
+                    store.set_meta("chunking", chunking)
+                done_before = report.chunks - len(texts)
+
+                def tick(n: int, _acc=[0]) -> None:
+                    _acc[0] += n
+                    if on_progress:
+                        on_progress("embedding", done_before + _acc[0], -1)
+
+                vecs = embedder.embed(texts, on_batch=tick)
+            items, pos = [], 0
+            for doc, mtime, size, cs in pending:
+                items.append((doc, mtime, size, cs, vecs[pos : pos + len(cs)]))
+                pos += len(cs)
+            store.replace_documents(items, remove_paths=gone)
+            report.removed += len(gone)
+            gone = []
+            pending.clear()
+
+        try:
+            n_pending = 0
+            for i, (path, result) in enumerate(_load_all(todo, workers), 1):
+                if on_progress:
+                    on_progress("reading", i, len(todo))
+                if isinstance(result, InputFileError):
+                    report.failed.append(Skipped(str(path), result.problem))
+                    continue
+                st = path.stat()
+                doc = Document(str(path.resolve()), result.text, result.kind, result.sha256,
+                               result.page_starts)
+                chunks = chunk_document(doc, chunk_tokens, chunk_overlap)
+                if not chunks:
+                    report.failed.append(Skipped(str(path), "no text to index"))
+                    continue
+                pending.append((doc, st.st_mtime, st.st_size, chunks))
+                report.indexed += 1
+                report.pages += doc.n_pages
+                report.chunks += len(chunks)
+                report.tokens += sum(c.n_tokens for c in chunks)
+                n_pending += len(chunks)
+                if n_pending >= COMMIT_CHUNKS:
+                    commit()
+                    n_pending = 0
+            commit()
+        except KeyboardInterrupt:
+            report.interrupted = True
+            pending.clear()  # uncommitted work is dropped; what was committed stays
+            raise
+        finally:
+            index.refresh_vectors()
+            report.vector_index = index.vector_kind()
+            report.seconds = time.perf_counter() - t0
+    return report

@@ -1,0 +1,166 @@
+"""An index folder: SQLite (documents, chunks, FTS5, embeddings) plus a FAISS file derived from it."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from lcdoc.errors import IndexMissingError, UsageError
+from lcdoc.index import vectors
+from lcdoc.index.hybrid import Hit, rrf_fuse
+from lcdoc.index.store import Store
+
+DB_NAME = "index.sqlite"
+SearchMode = Literal["hybrid", "bm25", "dense"]
+
+
+def index_path(name: str, index_dir: Path | None = None) -> Path:
+    """Folder of a named index: a name lives under the index dir; a path is taken as it is."""
+    if "/" in name or name.startswith("."):
+        return Path(name)
+    if not re.fullmatch(r"[\w.-]+", name):
+        raise UsageError(f"index name {name!r}: use letters, digits, '.', '_' and '-'")
+    if index_dir is None:
+        from lcdoc.settings import load_settings
+
+        index_dir = load_settings().index_dir
+    return Path(index_dir) / name
+
+
+class Index:
+    """A persistent hybrid index; open it, update it with `update`, query it with `search`."""
+
+    def __init__(self, folder: Path, store: Store, embed_model: Path | None = None) -> None:
+        self.folder = folder
+        self.store = store
+        self.embed_model = embed_model
+        self._faiss = None
+        self._faiss_gen = -1
+
+    # --- opening ------------------------------------------------------------------------
+    @classmethod
+    def open(cls, name: str, index_dir: Path | None = None, create: bool = False,
+             embed_model: Path | None = None) -> "Index":
+        """Open an index by name or path; `create` makes it if absent."""
+        folder = index_path(name, index_dir)
+        db = folder / DB_NAME
+        if not db.exists():
+            if not create:
+                raise IndexMissingError(f"no such index: {name} (looked in {folder}); "
+                                        f"build it with: lcdoc index PATH --index {name}")
+            folder.mkdir(parents=True, exist_ok=True)
+        return cls(folder, Store(db), embed_model)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> "Index":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    # --- vectors ------------------------------------------------------------------------
+    def _faiss_file(self, gen: int) -> Path:
+        return self.folder / f"vectors.{gen}.faiss"
+
+    def refresh_vectors(self, force: bool = False) -> None:
+        """Write the FAISS file for the current generation and remove stale ones."""
+        gen = self.store.generation
+        path = self._faiss_file(gen)
+        if path.exists() and not force:
+            return
+        n = self.store.counts()["chunks"]
+        dim = int(self.store.get_meta("embed_dim") or 384)
+        index = vectors.build_index(self.store.all_embeddings(), dim, n)
+        vectors.save_index(index, path)
+        for old in self.folder.glob("vectors.*.faiss"):
+            if old != path:
+                old.unlink(missing_ok=True)
+        self._faiss, self._faiss_gen = index, gen
+
+    def faiss(self):
+        """The FAISS index matching the database; rebuilt from stored embeddings if stale or missing."""
+        gen = self.store.generation
+        if self._faiss is not None and self._faiss_gen == gen:
+            return self._faiss
+        path = self._faiss_file(gen)
+        if path.exists():
+            try:
+                self._faiss, self._faiss_gen = vectors.load_index(path), gen
+                return self._faiss
+            except RuntimeError:
+                pass  # a torn file (should not happen with atomic rename): rebuild below
+        n = self.store.counts()["chunks"]
+        dim = int(self.store.get_meta("embed_dim") or 384)
+        index = vectors.build_index(self.store.all_embeddings(), dim, n)
+        if os.access(self.folder, os.W_OK):
+            try:
+                vectors.save_index(index, path)
+            except OSError:
+                pass
+        self._faiss, self._faiss_gen = index, gen
+        return index
+
+    def vector_kind(self) -> str:
+        return vectors.index_kind(self.faiss())
+
+    # --- search -------------------------------------------------------------------------
+    def embedder(self):
+        from lcdoc.index.embed import get_embedder
+
+        stored = self.store.get_meta("embed_model_path")
+        model = self.embed_model or (Path(stored) if stored and Path(stored).exists() else None)
+        return get_embedder(str(model) if model else None)
+
+    def search(self, query: str, k: int = 10, mode: SearchMode = "hybrid",
+               depth: int | None = None) -> list[Hit]:
+        """Best chunks for a query; hybrid fuses BM25 and dense rankings with RRF."""
+        depth = depth or max(50, 4 * k)
+        bm25: list[tuple[int, float]] = []
+        dense: list[tuple[int, float]] = []
+        if mode in ("hybrid", "bm25"):
+            bm25 = self.store.bm25(query, depth)
+        if mode in ("hybrid", "dense"):
+            index = self.faiss()
+            if index.ntotal:
+                qv = self.embedder().embed([query])
+                dense = vectors.search(index, qv, depth)[0]
+        if mode == "bm25":
+            fused = bm25
+        elif mode == "dense":
+            fused = dense
+        else:
+            fused = rrf_fuse([[i for i, _ in bm25], [i for i, _ in dense]])
+        fused = fused[:k]
+        b_rank = {i: r for r, (i, _) in enumerate(bm25, 1)}
+        d_rank = {i: r for r, (i, _) in enumerate(dense, 1)}
+        rows = self.store.chunk_rows([i for i, _ in fused])
+        hits = []
+        for cid, score in fused:
+            if cid not in rows:
+                continue  # vector for a chunk deleted since (stale FAISS): skip it
+            path, ordinal, heading, text, start, end, ps, pe, ntok, _ = rows[cid]
+            hits.append(Hit(cid, path, ordinal, heading, text, start, end, ps, pe, ntok,
+                            float(score), b_rank.get(cid), d_rank.get(cid)))
+        return hits
+
+    def hits_for_ids(self, ids: list[int]) -> list[Hit]:
+        """Hits (score 0) for given chunk ids, in the order given."""
+        rows = self.store.chunk_rows(ids)
+        return [Hit(i, *rows[i][:9], score=0.0) for i in ids if i in rows]
+
+    def neighbours(self, hit: Hit, radius: int = 1) -> list[Hit]:
+        """The hit and its neighbouring chunks in document order (context around a match)."""
+        return self.hits_for_ids(self.store.neighbour_ids(hit.chunk_id, radius))
+
+    def dense_vectors(self, texts: list[str]) -> np.ndarray:
+        return self.embedder().embed(texts)

@@ -1,0 +1,201 @@
+"""Turn bytes of PDF, text, Markdown, reStructuredText or HTML into a Document, or say why not."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import re
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+from lcdoc.errors import InputFileError
+from lcdoc.ingest.document import Document
+
+KINDS = {
+    ".pdf": "pdf",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".rst": "rst",
+    ".html": "html",
+    ".htm": "html",
+    ".xhtml": "html",
+}
+SNIFF_BYTES = 8192
+
+
+def kind_for(name: str) -> str:
+    """Document kind from a file name (inner name for .gz files)."""
+    name = name.lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    return KINDS.get(Path(name).suffix, "text")
+
+
+def looks_binary(head: bytes) -> bool:
+    """NUL bytes in the first block mean a binary file (UTF-16 text announces itself with a BOM)."""
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return False
+    return b"\x00" in head[:SNIFF_BYTES]
+
+
+def decode_text(data: bytes) -> str:
+    """Bytes to text; undecodable bytes become U+FFFD rather than stopping the file."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        return data[3:].decode("utf-8", errors="replace")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16", errors="replace")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        # Mostly-UTF-8 with stray bytes stays UTF-8; otherwise Latin-1 keeps every byte readable.
+        text = data.decode("utf-8", errors="replace")
+        if text.count("\ufffd") > len(text) // 20:
+            return data.decode("cp1252", errors="replace")
+        return text
+
+
+class _HTMLText(HTMLParser):
+    """HTML to plain text, headings kept as Markdown '#' lines so the chunker sees structure."""
+
+    BLOCK = {"p", "div", "br", "li", "tr", "section", "article", "pre", "blockquote", "table",
+             "ul", "ol", "dd", "dt", "header", "footer", "main", "nav", "figure", "hr"}
+    SKIP = {"script", "style", "noscript", "template", "head", "svg"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.skip_depth = 0
+        self.title: list[str] = []
+        self.in_title = False
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag in self.SKIP:
+            self.skip_depth += 1
+        if tag == "title":
+            self.in_title = True
+        if re.fullmatch(r"h[1-6]", tag):
+            self.parts.append("\n\n" + "#" * int(tag[1]) + " ")
+        elif tag in self.BLOCK:
+            self.parts.append("\n\n" if tag not in ("br", "li", "tr") else "\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.SKIP and self.skip_depth:
+            self.skip_depth -= 1
+        if tag == "title":
+            self.in_title = False
+        if re.fullmatch(r"h[1-6]", tag) or tag in self.BLOCK:
+            self.parts.append("\n\n" if tag.startswith("h") or tag == "p" else "\n")
+
+    def handle_data(self, data: str) -> None:
+        if self.in_title:
+            self.title.append(data)
+        elif not self.skip_depth:
+            self.parts.append(data)
+
+    def text(self) -> str:
+        raw = "".join(self.parts)
+        raw = re.sub(r"[ \t\r\f\v]+", " ", raw)
+        raw = re.sub(r"(?m)^ +| +$", "", raw)
+        raw = re.sub(r"(?m)^(#+) *\n+", r"\1 ", raw)
+        return re.sub(r"\n{3,}", "\n\n", raw).strip()
+
+
+def html_to_text(html: str) -> str:
+    """Visible text of an HTML page with its headings as '#' lines."""
+    parser = _HTMLText()
+    parser.feed(html)
+    parser.close()
+    return parser.text()
+
+
+def _pdf_pages(data: bytes, name: str) -> list[str]:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    import logging
+
+    logging.getLogger("pypdf").setLevel(logging.ERROR)  # pypdf warns on every odd xref
+    try:
+        reader = PdfReader(io.BytesIO(data), strict=False)
+        if reader.is_encrypted:
+            try:
+                ok = reader.decrypt("")  # many PDFs are encrypted with an empty user password
+            except Exception as e:  # missing crypto backend, unknown algorithm
+                raise InputFileError(name, f"encrypted PDF that cannot be opened ({e})") from e
+            if not ok:
+                raise InputFileError(name, "encrypted PDF (a password is needed)")
+        pages = []
+        for page in reader.pages:
+            try:
+                pages.append(page.extract_text() or "")
+            except Exception:  # one bad page must not lose the rest of the document
+                pages.append("")
+        return pages
+    except InputFileError:
+        raise
+    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, OSError,
+            RecursionError, IndexError, AssertionError) as e:
+        raise InputFileError(name, f"not a readable PDF ({type(e).__name__}: {e})") from e
+
+
+def _clean(text: str) -> str:
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+    return text.strip("\n")
+
+
+def load_bytes(data: bytes, name: str, kind: str | None = None) -> Document:
+    """Document from raw bytes; `name` is what errors and citations call it."""
+    sha = hashlib.sha256(data).hexdigest()
+    if name.lower().endswith(".gz") or data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as e:
+            raise InputFileError(name, f"corrupt gzip data ({e})") from e
+    kind = kind or kind_for(name)
+    if data[:5] == b"%PDF-":
+        kind = "pdf"
+    if not data.strip():
+        raise InputFileError(name, "empty file")
+    if kind == "pdf":
+        if not data.lstrip()[:5] == b"%PDF-":
+            raise InputFileError(name, "not a PDF (no %PDF- header)")
+        pages = [_clean(p) for p in _pdf_pages(data, name)]
+        starts, parts, pos = [], [], 0
+        for p in pages:
+            starts.append(pos)
+            parts.append(p)
+            pos += len(p) + 2  # the "\n\n" that joins pages
+        text = "\n\n".join(parts)
+        if not text.strip():
+            raise InputFileError(name, f"no extractable text in {len(pages)} page(s) (scanned images?)")
+        return Document(name, text, "pdf", sha, tuple(starts))
+    if looks_binary(data):
+        raise InputFileError(name, "binary file, not text")
+    text = _clean(decode_text(data))
+    if kind == "html":
+        text = html_to_text(text)
+    if not text.strip():
+        raise InputFileError(name, "no text")
+    return Document(name, text, kind, sha)
+
+
+def load_path(path: str | Path) -> Document:
+    """Document from a file on disk (top-level so a process pool can run it)."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError as e:
+        raise InputFileError(str(path), "no such file") from e
+    except IsADirectoryError as e:
+        raise InputFileError(str(path), "is a directory") from e
+    except OSError as e:
+        raise InputFileError(str(path), f"cannot read ({e.strerror})") from e
+    return load_bytes(data, str(path))
+
+
+def load_stdin(name: str = "<stdin>") -> Document:
+    """Document from standard input ('-' on the command line)."""
+    data = sys.stdin.buffer.read()
+    return load_bytes(data, name)
