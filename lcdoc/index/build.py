@@ -97,6 +97,7 @@ def update_index(
     workers: int | None = None,
     on_progress: Progress | None = None,
     lock_wait_s: float = 10.0,
+    commit_chunks: int = COMMIT_CHUNKS,
 ) -> IndexReport:
     """Bring the index up to date with the given files and folders; returns what was done."""
     t0 = time.perf_counter()
@@ -185,7 +186,7 @@ def update_index(
                 report.chunks += len(chunks)
                 report.tokens += sum(c.n_tokens for c in chunks)
                 n_pending += len(chunks)
-                if n_pending >= COMMIT_CHUNKS:
+                if n_pending >= commit_chunks:
                     commit()
                     n_pending = 0
             commit()

@@ -1,0 +1,3 @@
+from lcdoc.cli import main
+
+main()

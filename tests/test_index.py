@@ -1,0 +1,174 @@
+"""The hybrid index on real SQLite and FAISS files with the packaged MiniLM."""
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from lcdoc.errors import IndexLockedError, IndexMissingError
+from lcdoc.index import Index, rrf_fuse, update_index
+from lcdoc.index.lock import WriteLock
+from tests.conftest import FILLER
+
+
+def test_rrf_rewards_agreement_between_lists():
+    fused = dict(rrf_fuse([[1, 2, 3], [3, 2, 9]]))
+    assert fused[2] > fused[1] and fused[3] > fused[1] and fused[3] > fused[9]
+
+
+@pytest.fixture()
+def built(corpus, tmp_path, embedder):
+    idx = Index.open("t", tmp_path, create=True)
+    rep = update_index(idx, [corpus])
+    yield idx, rep
+    idx.close()
+
+
+def test_index_reads_every_format_and_finds_each_fact(built, corpus):
+    idx, rep = built
+    assert rep.indexed == 5 and not rep.failed and rep.pages == 6
+    questions = {
+        "who tests the emergency generator?": ("report.pdf", "Olander"),
+        "how is the turbidity meter calibrated": ("guide.md", "grey reference bottle"),
+        "when is the harbour festival": ("notes.html", "second weekend of August"),
+        "how much unused leave carries over": ("policy.rst", "ten days"),
+        "what time does the bakery open": ("plain.txt", "Quay Street"),
+    }
+    for q, (name, fact) in questions.items():
+        hits = idx.search(q, k=5)
+        assert any(h.path.endswith(name) and fact in h.text for h in hits), q
+    pdf_hit = next(h for h in idx.search("emergency generator duty engineer", k=3)
+                   if h.path.endswith("report.pdf"))
+    assert pdf_hit.page_start <= 4 <= pdf_hit.page_end
+
+
+def test_bm25_and_dense_each_contribute(built):
+    idx, _ = built
+    assert idx.search("Olander", k=3, mode="bm25")[0].text.count("Olander") == 1
+    # No word in common with the passage: only the dense side can find it.
+    dense = idx.search("checking the backup power supply", k=5, mode="dense")
+    assert any("generator" in h.text for h in dense)
+
+
+def test_reindex_is_incremental(built, corpus, tmp_path):
+    idx, _ = built
+    work = tmp_path / "work"
+    shutil.copytree(corpus, work)
+    rep = update_index(idx, [work])
+    assert rep.indexed == 5  # new paths
+    rep = update_index(idx, [work])
+    assert rep.indexed == 0 and rep.unchanged == 5 and rep.chunks == 0
+    (work / "plain.txt").write_text("The bakery moved to Harbour Road and opens at seven.")
+    (work / "notes.html").unlink()
+    rep = update_index(idx, [work])
+    assert rep.indexed == 1 and rep.unchanged == 3 and rep.removed == 1
+    paths = [d.path for d in idx.store.documents()]
+    assert str(work / "notes.html") not in paths and str(corpus / "notes.html") in paths
+    hits = idx.search("bakery opening hours", k=3)
+    assert any("Harbour Road" in h.text for h in hits)
+    assert not any(h.path == str(work / "plain.txt") and "Quay" in h.text for h in hits)
+    assert idx.faiss().ntotal == idx.store.counts()["chunks"]
+
+
+def test_missing_index_is_a_clear_error(tmp_path):
+    with pytest.raises(IndexMissingError, match="no such index: nope"):
+        Index.open("nope", tmp_path)
+
+
+def test_second_writer_fails_clearly_while_first_holds_the_lock(tmp_path, corpus):
+    idx = Index.open("t", tmp_path, create=True)
+    with WriteLock(idx.folder):
+        with pytest.raises(IndexLockedError, match="another lcdoc process"):
+            update_index(idx, [corpus], lock_wait_s=0.5)
+
+
+def test_stale_or_missing_faiss_file_is_rebuilt_from_sqlite(built):
+    idx, _ = built
+    n = idx.store.counts()["chunks"]
+    for f in idx.folder.glob("vectors.*.faiss"):
+        f.unlink()
+    fresh = Index.open(str(idx.folder))
+    assert fresh.faiss().ntotal == n
+    assert list(idx.folder.glob("vectors.*.faiss"))
+
+
+KILL_SCRIPT = """
+import sys
+from lcdoc.index import Index, update_index
+idx = Index.open(sys.argv[1], create=True)
+update_index(idx, [sys.argv[2]], commit_chunks=4, workers=1)
+"""
+
+
+def test_index_killed_mid_write_still_opens_consistent(tmp_path, embedder):
+    src = tmp_path / "many"
+    src.mkdir()
+    for i in range(40):
+        (src / f"f{i:02d}.txt").write_text(f"Document {i}. " + " ".join(FILLER) * 2)
+    folder = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(folder), str(src)])
+    db = folder / "index.sqlite"
+    deadline = time.time() + 240
+    gen = 0
+    while time.time() < deadline and proc.poll() is None:
+        if db.exists():
+            try:
+                with sqlite3.connect(db, timeout=1) as con:
+                    row = con.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
+                    gen = int(row[0]) if row else 0
+            except sqlite3.Error:
+                pass
+            if gen >= 2:
+                break
+        time.sleep(0.2)
+    assert proc.poll() is None, "indexing finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    idx = Index.open(str(folder))
+    docs = idx.store.documents()
+    assert 0 < len(docs) < 40
+    assert all(d.n_chunks > 0 for d in docs)
+    assert idx.faiss().ntotal == idx.store.counts()["chunks"]
+    assert idx.search("Document 3", k=3)
+    rep = update_index(idx, [src])  # resumes: finished files are not redone
+    assert rep.unchanged == len(docs) and rep.indexed == 40 - len(docs)
+
+
+def run_cli(*args, stdin=None, env=None):
+    e = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-m", "lcdoc", *args], input=stdin, capture_output=True,
+                          text=True, env=e, timeout=600)
+
+
+def test_cli_index_and_search_json(corpus, tmp_path):
+    bad = tmp_path / "mixed"
+    shutil.copytree(corpus, bad)
+    (bad / "broken.pdf").write_bytes(b"%PDF-1.5\n%%garbage that is not a pdf")
+    (bad / "empty.txt").write_bytes(b"")
+    (bad / "blob.bin").write_bytes(bytes(range(256)) * 4)
+    r = run_cli("index", str(bad), "--index", "cli", "--index-dir", str(tmp_path), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["indexed"] == 5 and out["chunks"] > 0
+    assert "broken.pdf" in r.stderr and "empty.txt" in r.stderr and "blob.bin" in r.stderr
+    r = run_cli("search", "turbidity meter calibration", "-i", "cli", "--json", "-k", "3",
+                env={"LCDOC_INDEX_DIR": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)["results"]
+    assert set(res[0]) >= {"path", "page", "heading", "text", "score"}
+    assert res[0]["path"].endswith("guide.md") and res[0]["heading"] == "Field guide > Equipment"
+
+
+def test_cli_fails_when_nothing_could_be_indexed(tmp_path):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.pdf").write_bytes(b"%PDF-1.4 junk")
+    r = run_cli("index", str(tmp_path / "bad"), "-i", "b", "--index-dir", str(tmp_path))
+    assert r.returncode == 1 and "x.pdf" in r.stderr
+    r = run_cli("search", "x", "-i", "nope", "--index-dir", str(tmp_path))
+    assert r.returncode == 1 and "no such index: nope" in r.stderr
