@@ -1,0 +1,233 @@
+"""The one object that owns a llama.cpp model: its plan, tokenizer, chat template and prompt cache."""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+from lcdoc.engine.arch import Arch, read_arch
+from lcdoc.engine.cache import PromptCache, Snapshot, prefix_key
+from lcdoc.engine.plan import Plan, make_plan
+from lcdoc.engine.system import probe_memory
+from lcdoc.errors import DoesNotFitError, ModelMissingError
+
+SENTINEL = "\u2063LCDOC_QUESTION\u2063"
+
+
+def resolve_model(model: str | Path | None) -> Path:
+    """--model, else LCDOC_MODEL / config (through Settings), else the packaged SmolLM2."""
+    from lcdoc.models import find_packaged_gguf
+
+    path = Path(model).expanduser() if model else None
+    if path is None:
+        env = os.environ.get("LCDOC_MODEL")
+        path = Path(env).expanduser() if env else find_packaged_gguf()
+    if not path.is_file():
+        raise ModelMissingError(f"model not found: {path}")
+    with open(path, "rb") as f:
+        if f.read(4) != b"GGUF":
+            raise ModelMissingError(f"{path}: not a GGUF model file")
+    return path
+
+
+@contextmanager
+def quiet_native_stderr():
+    """Silence llama.cpp's C-level log lines that bypass verbose=False."""
+    try:
+        fd = os.dup(2)
+    except OSError:
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(fd, 2)
+        os.close(fd)
+        os.close(devnull)
+
+
+@lru_cache(maxsize=4)
+def _vocab(path: str):
+    import llama_cpp  # noqa: F401  (import llama_cpp before numpy-heavy code: see GPU.md)
+    from llama_cpp import Llama
+
+    with quiet_native_stderr():
+        return Llama(model_path=path, vocab_only=True, verbose=False)
+
+
+class Tokenizer:
+    """The model's own tokenizer from a vocab-only load: exact counts in milliseconds."""
+
+    def __init__(self, model_path: Path) -> None:
+        self.llm = _vocab(str(model_path))
+
+    def encode(self, text: str, bos: bool = False) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8", errors="replace"), add_bos=bos, special=True)
+
+    def count(self, text: str) -> int:
+        return len(self.llm.tokenize(text.encode("utf-8", errors="replace"), add_bos=False,
+                                     special=False))
+
+    def decode(self, tokens: list[int]) -> str:
+        return self.llm.detokenize(tokens).decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A generated answer and what it cost."""
+
+    text: str
+    n_prompt: int
+    n_completion: int
+    n_cached: int  # prompt tokens restored from the prompt cache instead of prefilled
+    prefill_s: float  # prompt evaluation up to the first token (time to first token)
+    generate_s: float
+    finish_reason: str
+
+
+class Engine:
+    """A loaded model with its plan; generation streams, and document prefixes are cached."""
+
+    def __init__(self, model: str | Path | None = None, n_ctx: int | None = None,
+                 kv_type: str | None = None, gpu_layers: int | None = None,
+                 cache_dir: Path | None = None, verbose: bool = False,
+                 n_threads: int | None = None, plan: Plan | None = None) -> None:
+        self.path = resolve_model(model)
+        self.arch: Arch = read_arch(self.path)
+        self.plan: Plan = plan or make_plan(self.arch, probe_memory(), n_ctx, kv_type, gpu_layers)
+        self.tokenizer = Tokenizer(self.path)
+        import llama_cpp  # noqa: F401
+        from llama_cpp import Llama
+
+        try:
+            self.llm = Llama(model_path=str(self.path), verbose=verbose, n_threads=n_threads,
+                             **self.plan.llama_kwargs(self.arch))
+        except ValueError as e:  # llama.cpp could not allocate or load
+            raise DoesNotFitError(f"{self.path}: llama.cpp could not create the context ({e})") from e
+        st = self.path.stat()
+        self.model_id = f"{self.path.resolve()}:{st.st_size}:{int(st.st_mtime)}"
+        p = self.plan
+        self.cache_settings = (f"{p.n_ctx}/{p.type_k}/{p.type_v}/{p.rope_scaling}{p.rope_factor}/"
+                               f"{p.swa_full}/{p.flash_attn}")
+        self.cache = PromptCache(cache_dir)
+        self._eos = self.llm.detokenize([self.llm.token_eos()]).decode(errors="ignore")
+        self._template = self.llm.metadata.get("tokenizer.chat_template")
+
+    @property
+    def n_ctx(self) -> int:
+        return self.plan.n_ctx
+
+    def count(self, text: str) -> int:
+        return self.tokenizer.count(text)
+
+    # --- prompts --------------------------------------------------------------------------
+    def chat_parts(self, system: str, context: str, question: str) -> tuple[str, str, list[str]]:
+        """(prefix, suffix, stop strings): the prefix holds system + documents, so it can be cached."""
+        if self._template:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            bos = self.llm.detokenize([self.llm.token_bos()]).decode(errors="ignore") \
+                if self.llm.token_bos() >= 0 else ""
+            fmt = Jinja2ChatFormatter(self._template, eos_token=self._eos, bos_token=bos)
+            user = f"{context}\n\n{SENTINEL}" if context else SENTINEL
+            msgs = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+            try:
+                rendered = fmt(messages=msgs)
+                prompt = rendered.prompt
+                if prompt.count(SENTINEL) == 1:
+                    pre, post = prompt.split(SENTINEL)
+                    stops = rendered.stop if isinstance(rendered.stop, list) else \
+                        ([rendered.stop] if rendered.stop else [])
+                    return pre, question + post, [s for s in stops if s] + ([self._eos] if self._eos else [])
+            except Exception:  # a template that refuses a system role, etc.: fall through
+                pass
+        pre = f"{system}\n\n{context}\n\n" if context else f"{system}\n\n"
+        return pre + "Question: ", f"{question}\nAnswer:", ["\nQuestion:", "\n\n\n"]
+
+    def prompt_tokens(self, prefix: str, suffix: str) -> tuple[list[int], list[int]]:
+        """Tokens of prefix (with BOS) and suffix, tokenized apart so the prefix is a stable key."""
+        bos = self.llm.token_bos() >= 0 and self.llm._model.add_bos_token() if hasattr(
+            self.llm._model, "add_bos_token") else True
+        pre = self.llm.tokenize(prefix.encode("utf-8", errors="replace"), add_bos=bool(bos), special=True)
+        suf = self.llm.tokenize(suffix.encode("utf-8", errors="replace"), add_bos=False, special=True)
+        return pre, suf
+
+    # --- generation -----------------------------------------------------------------------
+    def _restore_or_prefill(self, pre: list[int], persist: bool) -> int:
+        """Make the context hold exactly `pre`; returns how many tokens came from the cache."""
+        import numpy as np
+        from llama_cpp.llama import LlamaState
+
+        key = prefix_key(self.model_id, self.cache_settings, pre)
+        snap = self.cache.get(key)
+        if snap is not None:
+            ids = np.zeros(self.llm._n_ctx if hasattr(self.llm, "_n_ctx") else self.n_ctx,
+                           dtype=np.intc)
+            ids[: snap.n_tokens] = snap.input_ids[: snap.n_tokens]
+            self.llm.load_state(LlamaState(
+                input_ids=ids, scores=np.zeros((1, self.llm.n_vocab()), dtype=np.single),
+                n_tokens=snap.n_tokens, llama_state=snap.llama_state,
+                llama_state_size=len(snap.llama_state), seed=snap.seed))
+            return snap.n_tokens
+        self.llm.reset()
+        self.llm.eval(pre)
+        st = self.llm.save_state()
+        self.cache.put(key, Snapshot(st.n_tokens, st.input_ids[: st.n_tokens].copy(),
+                                     st.llama_state, st.seed), persist=persist)
+        return 0
+
+    def complete(
+        self,
+        prefix: str,
+        suffix: str,
+        max_tokens: int = 384,
+        stop: list[str] | None = None,
+        on_text: Callable[[str], None] | None = None,
+        cache_prefix: bool = True,
+        persist_prefix: bool = True,
+        temperature: float = 0.0,
+    ) -> Completion:
+        """Generate after prefix + suffix; with cache_prefix, the prefix's state is reused next time."""
+        pre, suf = self.prompt_tokens(prefix, suffix)
+        tokens = pre + suf
+        if len(tokens) + max_tokens > self.n_ctx:
+            raise DoesNotFitError(f"prompt of {len(tokens)} tokens + {max_tokens} for the answer "
+                                  f"exceeds the {self.n_ctx}-token context")
+        t0 = time.perf_counter()
+        cached = self._restore_or_prefill(pre, persist_prefix) if cache_prefix else 0
+        if not cache_prefix:
+            self.llm.reset()
+        parts: list[str] = []
+        first = None
+        finish = "stop"
+        n_out = 0
+        for chunk in self.llm.create_completion(
+            tokens, max_tokens=max_tokens, stop=stop or [], stream=True, temperature=temperature,
+            top_k=1 if temperature == 0 else 40, repeat_penalty=1.1,
+        ):
+            if first is None:
+                first = time.perf_counter()
+            choice = chunk["choices"][0]
+            text = choice.get("text", "")
+            if text:
+                parts.append(text)
+                n_out += 1
+                if on_text:
+                    on_text(text)
+            if choice.get("finish_reason"):
+                finish = choice["finish_reason"]
+        end = time.perf_counter()
+        first = first or end
+        out = "".join(parts)
+        n_completion = len(self.llm.tokenize(out.encode(), add_bos=False, special=True)) if out else 0
+        return Completion(out, len(tokens), n_completion, cached, first - t0, end - first, finish)
+
+    def close(self) -> None:
+        self.llm.close() if hasattr(self.llm, "close") else None

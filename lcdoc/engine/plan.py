@@ -1,0 +1,229 @@
+"""Choose context, KV cache type, RoPE scaling, offload and SWA cache size from the model and the machine.
+
+The rules, in order: keep the requested context; put every layer on the GPU when it fits; keep an
+f16 cache when it fits (a quantised cache decodes slower: 37% on an H100, see docs/benchmarks.md),
+else q8_0, else q4_0 (a quantised V cache needs flash attention, which is always on); scale RoPE
+with YaRN when the context exceeds what the model was trained on. If nothing fits, say so with the
+numbers before anything is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from lcdoc.engine.arch import KV_TYPE_BYTES, Arch, pad
+from lcdoc.engine.system import Memory
+from lcdoc.errors import DoesNotFitError, UsageError
+
+KV_TYPES = ("f16", "q8_0", "q4_0")
+# Leave this share of free memory unplanned: allocator slack, the OS, other processes.
+HEADROOM = 0.85
+MiB = 2**20
+
+
+def fmt_bytes(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / MiB:.0f} MiB"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything needed to construct llama.cpp's context, with the reasons for each choice."""
+
+    n_ctx: int
+    type_k: str
+    type_v: str
+    flash_attn: bool
+    rope_scaling: str  # "none" or "yarn"
+    rope_factor: float
+    n_gpu_layers: int
+    swa_full: bool
+    n_batch: int
+    n_ubatch: int
+    n_seq: int
+    device: str  # "cpu" or "cuda"
+    weights_bytes: int
+    kv_cache_bytes: int
+    compute_bytes: int
+    budget_bytes: int
+    reasons: tuple[str, ...] = field(default=())
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def llama_kwargs(self, arch: Arch) -> dict[str, Any]:
+        """Keyword arguments for llama_cpp.Llama implementing this plan."""
+        import llama_cpp
+
+        kw: dict[str, Any] = dict(
+            n_ctx=self.n_ctx, n_batch=self.n_batch, n_ubatch=self.n_ubatch,
+            n_gpu_layers=self.n_gpu_layers, flash_attn=self.flash_attn,
+            type_k=getattr(llama_cpp, f"GGML_TYPE_{self.type_k.upper()}"),
+            type_v=getattr(llama_cpp, f"GGML_TYPE_{self.type_v.upper()}"),
+            n_seq_max=self.n_seq,
+        )
+        if arch.swa_layers:
+            kw["swa_full"] = self.swa_full
+        if self.rope_scaling == "yarn":
+            kw.update(rope_scaling_type=llama_cpp.LLAMA_ROPE_SCALING_TYPE_YARN,
+                      rope_freq_scale=1.0 / self.rope_factor, yarn_orig_ctx=arch.n_ctx_train)
+        return kw
+
+
+def compute_estimate(arch: Arch, n_ubatch: int, n_batch: int) -> int:
+    """Working memory besides weights and cache: llama.cpp's compute graph and logits buffers.
+
+    llama-cpp-python also keeps an n_batch x n_vocab float32 score array on the host.
+    """
+    graph = n_ubatch * (arch.n_vocab * 4 + arch.n_embd * 4 * 24) + 64 * MiB
+    return graph + n_batch * arch.n_vocab * 4
+
+
+def make_plan(
+    arch: Arch,
+    memory: Memory,
+    n_ctx: int | None = None,
+    kv_type: str | None = None,
+    gpu_layers: int | None = None,
+    n_seq: int = 1,
+    swa_full: bool | None = None,
+) -> Plan:
+    """The settings for this model on this machine at this context, or DoesNotFitError with numbers."""
+    reasons: list[str] = []
+    native = arch.n_ctx_train
+    n_ctx = int(n_ctx or native)
+    if n_ctx < 256:
+        raise UsageError(f"--ctx {n_ctx}: a context under 256 tokens is not useful")
+    if kv_type and kv_type not in KV_TYPES:
+        raise UsageError(f"KV cache type {kv_type!r}: choose one of {', '.join(KV_TYPES)}")
+
+    if n_ctx > native and not arch.rope_scaling_type:
+        rope, factor = "yarn", n_ctx / native
+        reasons.append(f"context {n_ctx} > trained {native}: YaRN RoPE scaling x{factor:g} "
+                       f"(positions become addressable; recall far from the end may drop)")
+    else:
+        rope, factor = "none", 1.0
+        if arch.rope_scaling_type:
+            reasons.append(f"model already carries {arch.rope_scaling_type} RoPE scaling in its GGUF")
+
+    on_gpu = memory.on_gpu and gpu_layers != 0
+    n_batch, n_ubatch = (2048, 512) if on_gpu else (512, 512)
+    compute = compute_estimate(arch, n_ubatch, n_batch)
+    weights = arch.file_bytes
+    if on_gpu:
+        gpu = max(memory.gpus, key=lambda g: g.free_bytes)
+        budget = int(gpu.free_bytes * HEADROOM)
+        device = "cuda"
+        reasons.append(f"GPU {gpu.name}: {fmt_bytes(gpu.free_bytes)} free, planning "
+                       f"{fmt_bytes(budget)}")
+    else:
+        budget = int(memory.ram_available_bytes * HEADROOM)
+        device = "cpu"
+        why = "llama.cpp built without GPU support" if not memory.gpu_offload else \
+            ("no GPU found" if not memory.gpus else "offload disabled (--gpu-layers 0)")
+        reasons.append(f"CPU ({why}): {fmt_bytes(memory.ram_available_bytes)} RAM available, "
+                       f"planning {fmt_bytes(budget)}")
+
+    def kv(t: str, full: bool) -> int:
+        return arch.kv_cache_bytes(n_ctx, t, t, swa_full=full, n_ubatch=n_ubatch, n_seq=n_seq)
+
+    # Sliding-window layers: a full-size cache lets llama.cpp reuse a cached prefix in place
+    # past the window; a window-sized one saves memory, and lcdoc's prompt cache still works
+    # because it restores a snapshot taken exactly at the document boundary.
+    if arch.swa_layers:
+        full_b, win_b = kv("f16", True), kv("f16", False)
+        if swa_full is None:
+            swa_full = (full_b - win_b) <= budget // 8 and weights + full_b + compute <= budget
+        reasons.append(
+            f"{len(arch.swa_layers)} of {arch.n_layer} layers use a {arch.sliding_window}-token "
+            f"window: full-size cache {fmt_bytes(full_b)}, window-sized {fmt_bytes(win_b)}; chose "
+            + ("full-size (in-place prefix reuse; the extra memory is small here)" if swa_full else
+               "window-sized (memory; prompt cache restores snapshots taken at the prefix)"))
+    else:
+        swa_full = False
+
+    candidates = [kv_type] if kv_type else list(KV_TYPES)
+    chosen = None
+    for t in candidates:
+        need = kv(t, swa_full) + compute + (weights if on_gpu or device == "cpu" else 0)
+        if need <= budget:
+            chosen = t
+            break
+        reasons.append(f"KV {t}: {fmt_bytes(kv(t, swa_full))} + weights {fmt_bytes(weights)} + "
+                       f"compute {fmt_bytes(compute)} > {fmt_bytes(budget)}")
+    n_gpu = 0
+    if chosen is None and on_gpu:
+        # Split: as many layers on the GPU as fit with their share of a q4_0... f16 cache.
+        t = kv_type or "f16"
+        per_layer = (weights + kv(t, swa_full)) / arch.n_layer
+        n_gpu = int((budget - compute) // per_layer)
+        if n_gpu > 0 and (weights + kv(t, swa_full)) <= memory.ram_available_bytes * HEADROOM + budget:
+            chosen = t
+            reasons.append(f"only {n_gpu} of {arch.n_layer} layers fit on the GPU with a {t} cache: "
+                           f"the rest run on the CPU")
+    if chosen is None:
+        raise DoesNotFitError(
+            f"{arch.name} at {n_ctx} tokens does not fit: weights {fmt_bytes(weights)}, KV cache "
+            f"{fmt_bytes(kv('q4_0', swa_full))} even at q4_0, compute {fmt_bytes(compute)}; "
+            f"{fmt_bytes(budget)} can be planned on the {device}. Try a smaller --ctx "
+            f"(about {max_ctx_that_fits(arch, budget - weights - compute)} fits at q4_0)."
+        )
+    if on_gpu and n_gpu == 0:
+        n_gpu = arch.n_layer + 1  # every repeating layer plus the output layer
+        reasons.append(f"all {arch.n_layer} layers on the GPU")
+    if chosen == "f16":
+        reasons.append(f"KV cache f16: {fmt_bytes(kv('f16', swa_full))} fits"
+                       + (" (quantised caches decode slower; used only when memory requires)"))
+    elif not kv_type:
+        reasons.append(f"KV cache {chosen}: the smallest quality loss that fits")
+    else:
+        reasons.append(f"KV cache {chosen}: as requested")
+    reasons.append("flash attention on (required for a quantised V cache; less memory, faster "
+                   "long prefill)")
+    return Plan(
+        n_ctx=n_ctx, type_k=chosen, type_v=chosen, flash_attn=True, rope_scaling=rope,
+        rope_factor=factor, n_gpu_layers=n_gpu, swa_full=bool(swa_full), n_batch=n_batch,
+        n_ubatch=n_ubatch, n_seq=n_seq, device=device, weights_bytes=weights,
+        kv_cache_bytes=kv(chosen, swa_full), compute_bytes=compute, budget_bytes=budget,
+        reasons=tuple(reasons),
+    )
+
+
+def max_ctx_that_fits(arch: Arch, kv_budget: int, kv_type: str = "q4_0") -> int:
+    """Largest context (multiple of 256) whose cache fits a byte budget."""
+    if kv_budget <= 0:
+        return 0
+    per_tok = arch.kv_bytes_per_token(kv_type)
+    return max(0, int(kv_budget // per_tok) // 256 * 256)
+
+
+def kv_table(arch: Arch, contexts: list[int], swa_full: bool = False) -> dict[int, dict[str, int]]:
+    """Cache bytes at each context for each cache type (for `lcdoc plan`)."""
+    return {c: {t: arch.kv_cache_bytes(c, t, t, swa_full=swa_full) for t in KV_TYPES}
+            for c in contexts}
+
+
+def plan_report(arch: Arch, plan: Plan) -> dict[str, Any]:
+    """The `lcdoc plan --json` object."""
+    return {
+        "model": {
+            "path": arch.path, "arch": arch.arch, "name": arch.name, "n_layer": arch.n_layer,
+            "n_head": arch.n_head, "n_head_kv": arch.n_head_kv, "head_dim": arch.head_dim,
+            "n_embd": arch.n_embd, "gqa_ratio": arch.gqa_ratio, "n_ctx_train": arch.n_ctx_train,
+            "rope_freq_base": arch.rope_freq_base, "sliding_window": arch.sliding_window,
+            "swa_layers": list(arch.swa_layers), "file_bytes": arch.file_bytes,
+        },
+        "kv_bytes_per_token": {t: arch.kv_bytes_per_token(t) for t in KV_TYPES},
+        "kv_cache_bytes": {t: arch.kv_cache_bytes(plan.n_ctx, t, t, swa_full=plan.swa_full,
+                                                  n_ubatch=plan.n_ubatch, n_seq=plan.n_seq)
+                           for t in KV_TYPES},
+        "plan": {
+            "n_ctx": plan.n_ctx, "type_k": plan.type_k, "type_v": plan.type_v,
+            "flash_attn": plan.flash_attn, "rope_scaling": plan.rope_scaling,
+            "rope_factor": plan.rope_factor, "n_gpu_layers": plan.n_gpu_layers,
+            "swa_full": plan.swa_full, "n_batch": plan.n_batch, "n_ubatch": plan.n_ubatch,
+            "device": plan.device, "weights_bytes": plan.weights_bytes,
+            "kv_cache_bytes": plan.kv_cache_bytes, "compute_bytes": plan.compute_bytes,
+            "budget_bytes": plan.budget_bytes, "reasons": list(plan.reasons),
+        },
+    }

@@ -1,0 +1,86 @@
+"""How much memory this machine can give a model: GPU (when llama.cpp has CUDA) or RAM."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from functools import lru_cache
+
+
+@dataclass(frozen=True)
+class GPU:
+    index: int
+    name: str
+    free_bytes: int
+    total_bytes: int
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Free memory the planner may spend; gpus is empty for a CPU-only build or machine."""
+
+    ram_available_bytes: int
+    gpus: tuple[GPU, ...] = ()
+    gpu_offload: bool = False  # llama.cpp was built with a GPU backend
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.gpu_offload and bool(self.gpus)
+
+
+def ram_available() -> int:
+    """MemAvailable, capped by a cgroup memory limit when the process runs in one."""
+    avail = 0
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+    except OSError:
+        import os
+
+        avail = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as f:
+            used = int(f.read().strip())
+        if limit != "max":
+            avail = min(avail, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return avail
+
+
+def nvidia_gpus() -> tuple[GPU, ...]:
+    """GPUs and their free memory from nvidia-smi (no CUDA library needed in this process)."""
+    if not shutil.which("nvidia-smi"):
+        return ()
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index,name,memory.free,memory.total",
+             "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=10,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    gpus = []
+    for line in out.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 4:
+            gpus.append(GPU(int(parts[0]), parts[1], int(parts[2]) * 2**20, int(parts[3]) * 2**20))
+    return tuple(gpus)
+
+
+def gpu_offload_supported() -> bool:
+    """Whether the installed llama.cpp can offload to a GPU (a CUDA build)."""
+    import llama_cpp
+
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+@lru_cache(maxsize=1)
+def probe_memory() -> Memory:
+    """Memory of this machine now (cached for the process)."""
+    offload = gpu_offload_supported()
+    return Memory(ram_available(), nvidia_gpus() if offload else (), offload)
