@@ -129,6 +129,86 @@ def search(
         console.out.print(f"   {snippet}", markup=False)
 
 
+ModelOpt = Annotated[Optional[Path], typer.Option("--model", "-m", envvar="LCDOC_MODEL",
+                                                  help="GGUF model file (default: packaged SmolLM2).")]
+CtxOpt = Annotated[Optional[int], typer.Option("--ctx", help="Context to plan for (default: the "
+                                               "model's native context; 131072 asks for 128K).")]
+KvOpt = Annotated[Optional[str], typer.Option("--kv", help="Force the KV cache type: f16, q8_0, q4_0.")]
+GpuOpt = Annotated[Optional[int], typer.Option("--gpu-layers", help="Layers on the GPU (0: CPU only).")]
+
+
+@app.command()
+def plan(
+    model: ModelOpt = None,
+    ctx: CtxOpt = None,
+    kv: KvOpt = None,
+    gpu_layers: GpuOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the model's architecture, KV cache sizes and the settings chosen for this machine."""
+    from lcdoc.engine.arch import read_arch
+    from lcdoc.engine.llm import resolve_model
+    from lcdoc.engine.plan import KV_TYPES, fmt_bytes, kv_table, make_plan, plan_report
+    from lcdoc.engine.system import probe_memory
+
+    s = _settings(model=model, ctx=ctx, kv_type=kv, gpu_layers=gpu_layers)
+    arch = read_arch(resolve_model(s.model))
+    p = make_plan(arch, probe_memory(), s.ctx, s.kv_type, s.gpu_layers)
+    report = plan_report(arch, p)
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    from rich.table import Table
+
+    m = report["model"]
+    console.out.print(f"[bold]{arch.name}[/bold]  ({arch.path})")
+    console.out.print(
+        f"  {m['arch']}: {m['n_layer']} layers, {m['n_head']} heads, {m['n_head_kv']} KV heads "
+        f"(GQA {arch.gqa_ratio:g}:1), head dim {m['head_dim']}, trained context {m['n_ctx_train']}, "
+        f"RoPE base {m['rope_freq_base']:g}"
+        + (f", sliding window {arch.sliding_window} on {len(arch.swa_layers)} of {arch.n_layer} "
+           f"layers" if arch.sliding_window else ""))
+    console.out.print("  KV bytes per token (all layers full): " + ", ".join(
+        f"{t} {v:,.0f}" for t, v in report["kv_bytes_per_token"].items()))
+    ctxs = sorted({4096, 32768, 131072, p.n_ctx})
+    table = Table(title="KV cache size" + (" (window layers at their window)" if arch.swa_layers
+                                            and not p.swa_full else ""))
+    table.add_column("context", justify="right")
+    for t in KV_TYPES:
+        table.add_column(t, justify="right")
+    for c, row in kv_table(arch, ctxs, p.swa_full).items():
+        mark = " *" if c == p.n_ctx else ""
+        table.add_row(f"{c:,}{mark}", *(fmt_bytes(row[t]) for t in KV_TYPES))
+    console.out.print(table)
+    rope = f"YaRN x{p.rope_factor:g}" if p.rope_scaling == "yarn" else "none"
+    console.out.print(
+        f"[bold]Plan[/bold]: n_ctx {p.n_ctx:,}, KV {p.type_k}/{p.type_v} "
+        f"({fmt_bytes(p.kv_cache_bytes)}), flash attention {'on' if p.flash_attn else 'off'}, "
+        f"RoPE scaling {rope}, {p.device} with {p.n_gpu_layers} GPU layers, "
+        f"n_batch {p.n_batch}/n_ubatch {p.n_ubatch}"
+        + (f", swa_full {p.swa_full}" if arch.swa_layers else ""))
+    for r in p.reasons:
+        console.out.print(f"  - {r}", markup=False)
+
+
+@app.command()
+def doctor(index_dir: IndexDirOpt = None, as_json: JsonOpt = False) -> None:
+    """Versions, GPU support of llama.cpp, GPUs and free memory, default models, index folder."""
+    from lcdoc.doctor import run_checks
+
+    s = _settings(index_dir=index_dir)
+    checks = run_checks(s)
+    if as_json:
+        print(json.dumps(checks, indent=2))
+    else:
+        for name, (ok, detail) in checks.items():
+            mark = "[green]ok[/green]  " if ok else ("[yellow]--[/yellow]  " if ok is None
+                                                    else "[red]FAIL[/red]")
+            console.out.print(f"{mark} {name}: {detail}")
+    if any(ok is False for ok, _ in checks.values()):
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Entry point: run the app and turn lcdoc's errors into one-line messages and exit codes."""
     try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +24,38 @@ DISK_BUDGET_BYTES = 4 * 2**30
 
 @dataclass
 class Snapshot:
-    """What must be restored to continue after a prefix: llama.cpp's state and its token ids."""
+    """What must be restored to continue after a prefix: llama.cpp's state and its token ids.
+
+    `llama_state` is any buffer (a ctypes array straight from llama.cpp, or bytes read from disk):
+    at 128K tokens of an 8B model it is ~15 GB, so it is never copied needlessly.
+    """
 
     n_tokens: int
     input_ids: np.ndarray
-    llama_state: bytes
-    seed: int
+    llama_state: object
+    size: int
+
+    def write(self, path: Path) -> None:
+        ids = np.ascontiguousarray(self.input_ids[: self.n_tokens], dtype=np.int32)
+        with open(path, "wb") as f:
+            f.write(MAGIC + np.array([self.n_tokens, self.size], dtype=np.int64).tobytes())
+            f.write(ids.tobytes())
+            f.write(memoryview(self.llama_state).cast("B")[: self.size])
+
+    @classmethod
+    def read(cls, path: Path) -> "Snapshot":
+        with open(path, "rb") as f:
+            if f.read(len(MAGIC)) != MAGIC:
+                raise ValueError("not a snapshot")
+            n_tokens, size = np.frombuffer(f.read(16), dtype=np.int64)
+            ids = np.frombuffer(f.read(4 * int(n_tokens)), dtype=np.int32).copy()
+            buf = bytearray(int(size))
+            if f.readinto(buf) != size:
+                raise ValueError("truncated snapshot")
+        return cls(int(n_tokens), ids, buf, int(size))
+
+
+MAGIC = b"LCDOCKV1"
 
 
 def prefix_key(model_id: str, settings: str, tokens: Sequence[int]) -> str:
@@ -57,12 +82,11 @@ class PromptCache:
             path = self.folder / f"{key}.kvstate"
             if path.exists():
                 try:
-                    with open(path, "rb") as f:
-                        snap = pickle.load(f)
+                    snap = Snapshot.read(path)
                     os.utime(path)  # recency for pruning
                     self._remember(key, snap)
                     return snap
-                except (OSError, pickle.UnpicklingError, EOFError, AttributeError):
+                except (OSError, ValueError):
                     path.unlink(missing_ok=True)
         return None
 
@@ -73,8 +97,7 @@ class PromptCache:
                 self.folder.mkdir(parents=True, exist_ok=True)
                 path = self.folder / f"{key}.kvstate"
                 tmp = path.with_suffix(f".tmp{os.getpid()}")
-                with open(tmp, "wb") as f:
-                    pickle.dump(snap, f, protocol=pickle.HIGHEST_PROTOCOL)
+                snap.write(tmp)
                 os.replace(tmp, path)
                 self._prune()
             except OSError:

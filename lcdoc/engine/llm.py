@@ -168,20 +168,44 @@ class Engine:
         key = prefix_key(self.model_id, self.cache_settings, pre)
         snap = self.cache.get(key)
         if snap is not None:
-            ids = np.zeros(self.llm._n_ctx if hasattr(self.llm, "_n_ctx") else self.n_ctx,
-                           dtype=np.intc)
-            ids[: snap.n_tokens] = snap.input_ids[: snap.n_tokens]
-            self.llm.load_state(LlamaState(
-                input_ids=ids, scores=np.zeros((1, self.llm.n_vocab()), dtype=np.single),
-                n_tokens=snap.n_tokens, llama_state=snap.llama_state,
-                llama_state_size=len(snap.llama_state), seed=snap.seed))
+            self._restore(snap)
             return snap.n_tokens
         self.llm.reset()
         self.llm.eval(pre)
-        st = self.llm.save_state()
-        self.cache.put(key, Snapshot(st.n_tokens, st.input_ids[: st.n_tokens].copy(),
-                                     st.llama_state, st.seed), persist=persist)
+        self.cache.put(key, self._snapshot(), persist=persist)
         return 0
+
+    # llama.cpp's own state calls, rather than Llama.save_state/load_state: those also copy the
+    # n_batch x n_vocab score array (100 MB for SmolLM2) and copy the state itself twice more.
+    def _snapshot(self) -> Snapshot:
+        import ctypes
+
+        import llama_cpp
+
+        ctx = self.llm._ctx.ctx
+        size = llama_cpp.llama_state_get_size(ctx)
+        buf = (ctypes.c_uint8 * size)()
+        n = llama_cpp.llama_state_get_data(ctx, buf, size)
+        n_tok = self.llm.n_tokens
+        return Snapshot(n_tok, self.llm.input_ids[:n_tok].copy(), buf, int(n))
+
+    def _restore(self, snap: Snapshot) -> None:
+        import ctypes
+
+        import llama_cpp
+
+        state = snap.llama_state
+        if isinstance(state, (bytes, bytearray)):
+            ptr = (ctypes.c_uint8 * snap.size).from_buffer(state) if isinstance(state, bytearray) \
+                else ctypes.cast(ctypes.c_char_p(state), ctypes.POINTER(ctypes.c_uint8))
+        else:
+            ptr = state
+        if llama_cpp.llama_state_set_data(self.llm._ctx.ctx, ptr, snap.size) != snap.size:
+            raise RuntimeError("llama.cpp refused the cached state")
+        self.llm.input_ids[: snap.n_tokens] = snap.input_ids[: snap.n_tokens]
+        self.llm.n_tokens = snap.n_tokens
+        if hasattr(self.llm, "_requires_eval"):
+            self.llm._requires_eval = True
 
     def complete(
         self,
@@ -196,6 +220,22 @@ class Engine:
     ) -> Completion:
         """Generate after prefix + suffix; with cache_prefix, the prefix's state is reused next time."""
         pre, suf = self.prompt_tokens(prefix, suffix)
+        return self.complete_tokens(pre, suf, max_tokens, stop, on_text, cache_prefix,
+                                    persist_prefix, temperature)
+
+    def complete_tokens(
+        self,
+        pre: list[int],
+        suf: list[int],
+        max_tokens: int = 384,
+        stop: list[str] | None = None,
+        on_text: Callable[[str], None] | None = None,
+        cache_prefix: bool = True,
+        persist_prefix: bool = True,
+        temperature: float = 0.0,
+        ignore_eos: bool = False,
+    ) -> Completion:
+        """As complete(), on token ids (benchmarks use it to hit exact lengths)."""
         tokens = pre + suf
         if len(tokens) + max_tokens > self.n_ctx:
             raise DoesNotFitError(f"prompt of {len(tokens)} tokens + {max_tokens} for the answer "
@@ -208,17 +248,18 @@ class Engine:
         first = None
         finish = "stop"
         n_out = 0
+        bias = {self.llm.token_eos(): -1e9} if ignore_eos else None
         for chunk in self.llm.create_completion(
             tokens, max_tokens=max_tokens, stop=stop or [], stream=True, temperature=temperature,
-            top_k=1 if temperature == 0 else 40, repeat_penalty=1.1,
+            top_k=1 if temperature == 0 else 40, repeat_penalty=1.1, logit_bias=bias,
         ):
             if first is None:
                 first = time.perf_counter()
             choice = chunk["choices"][0]
             text = choice.get("text", "")
+            n_out += 1
             if text:
                 parts.append(text)
-                n_out += 1
                 if on_text:
                     on_text(text)
             if choice.get("finish_reason"):
@@ -226,8 +267,7 @@ class Engine:
         end = time.perf_counter()
         first = first or end
         out = "".join(parts)
-        n_completion = len(self.llm.tokenize(out.encode(), add_bos=False, special=True)) if out else 0
-        return Completion(out, len(tokens), n_completion, cached, first - t0, end - first, finish)
+        return Completion(out, len(tokens), n_out, cached, first - t0, end - first, finish)
 
     def close(self) -> None:
         self.llm.close() if hasattr(self.llm, "close") else None
