@@ -209,6 +209,65 @@ def doctor(index_dir: IndexDirOpt = None, as_json: JsonOpt = False) -> None:
         raise typer.Exit(1)
 
 
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    paths: Annotated[Optional[list[str]], typer.Argument(help="Files or folders; '-' reads stdin.")] = None,
+    index: Annotated[Optional[str], typer.Option("--index", "-i", help="Also (or only) ask this index.")] = None,
+    index_dir: IndexDirOpt = None,
+    mode: Annotated[str, typer.Option("--mode", help="auto, stuff, rag or hybrid.")] = "auto",
+    model: ModelOpt = None,
+    ctx: CtxOpt = None,
+    kv: KvOpt = None,
+    gpu_layers: GpuOpt = None,
+    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", help="Longest answer.")] = None,
+    explain: Annotated[bool, typer.Option("--explain", help="Print the routing reasons on stderr.")] = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Answer a question about files, stdin or an index, stuffing or retrieving as the query needs."""
+    from lcdoc.ask import ask as ask_fn
+
+    console.QUIET = quiet
+    paths = list(paths or [])
+    if not paths and index is None and not sys.stdin.isatty():
+        paths = ["-"]  # `cat report.txt | lcdoc ask "..."`
+    s = _settings(index_dir=index_dir, model=model, ctx=ctx, kv_type=kv, gpu_layers=gpu_layers,
+                  answer_tokens=max_tokens)
+    stream = sys.stdout.isatty() and not as_json
+
+    def on_route(r) -> None:
+        console.log(f"route: {r.route}")
+        if explain:
+            for reason in r.reasons:
+                console.err.print(f"  - {reason}", markup=False)
+
+    def on_text(t: str) -> None:
+        sys.stdout.write(t)
+        sys.stdout.flush()
+
+    ans = ask_fn(question, paths, index, mode, settings=s, on_text=on_text if stream else None,
+                 on_route=on_route)
+    if explain and ans.escalated:
+        console.err.print(f"  - {ans.reasons[-1]}", markup=False)
+    if as_json:
+        print(json.dumps(ans.as_json()))
+        return
+    if stream:
+        sys.stdout.write("\n")
+    else:
+        print(ans.answer)
+    if ans.sources:
+        print("\nSources:")
+        for src in ans.sources:
+            print(f"  [{src.n}] {_display(src.path)}" + (f" p. {src.page}" if src.page else "")
+                  + (f" § {src.heading}" if src.heading else ""))
+    t = ans.timings
+    console.log(f"{ans.route}{' (escalated)' if ans.escalated else ''}: {ans.tokens['prompt']} prompt "
+                f"+ {ans.tokens['completion']} answer tokens; retrieve {t['retrieve_s']:.1f} s, "
+                f"prefill {t['prefill_s']:.1f} s, generate {t['generate_s']:.1f} s")
+
+
 def main() -> None:
     """Entry point: run the app and turn lcdoc's errors into one-line messages and exit codes."""
     try:

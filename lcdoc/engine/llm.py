@@ -136,7 +136,7 @@ class Engine:
             bos = self.llm.detokenize([self.llm.token_bos()]).decode(errors="ignore") \
                 if self.llm.token_bos() >= 0 else ""
             fmt = Jinja2ChatFormatter(self._template, eos_token=self._eos, bos_token=bos)
-            user = f"{context}\n\n{SENTINEL}" if context else SENTINEL
+            user = f"{context}\n\nQuestion: {SENTINEL}" if context else SENTINEL
             msgs = [{"role": "system", "content": system}, {"role": "user", "content": user}]
             try:
                 rendered = fmt(messages=msgs)
@@ -162,8 +162,6 @@ class Engine:
     # --- generation -----------------------------------------------------------------------
     def _restore_or_prefill(self, pre: list[int], persist: bool) -> int:
         """Make the context hold exactly `pre`; returns how many tokens came from the cache."""
-        import numpy as np
-        from llama_cpp.llama import LlamaState
 
         key = prefix_key(self.model_id, self.cache_settings, pre)
         snap = self.cache.get(key)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from lcdoc.engine.arch import KV_TYPE_BYTES, Arch, pad
+from lcdoc.engine.arch import Arch
 from lcdoc.engine.system import Memory
 from lcdoc.errors import DoesNotFitError, UsageError
 

@@ -1,0 +1,110 @@
+"""`lcdoc ask` end to end with the packaged models: routes, planted facts, citations, shell use."""
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lcdoc.ask import ask, lost_in_the_middle_order
+from lcdoc.route import choose_route, needs_whole
+from lcdoc.settings import load_settings
+from tests.conftest import FILLER, make_pdf
+
+SEDFAQ = Path("/usr/share/doc/sed/sedfaq.txt.gz")
+NEEDLE = "The access code for the archive room is 7341."
+QUESTION = "What is the access code for the archive room?"
+
+
+def test_route_rules():
+    assert choose_route("what is x", 7000, 800).route == "stuff"
+    assert choose_route("what is x", 7000, 900_000).route == "rag"
+    assert choose_route("summarise the manual", 7000, 900_000).route == "map-reduce"
+    assert choose_route("what is x", 7000, None, index_tokens=2_000_000).route == "rag"
+    assert choose_route("what is x", 7000, 1000, index_tokens=2_000_000).route == "hybrid"
+    assert choose_route("what is x", 7000, 800, mode="rag").route == "rag"
+    assert needs_whole("Compare the two reports") and not needs_whole("Who signed it?")
+
+
+def test_lost_in_the_middle_puts_the_best_at_both_ends():
+    assert lost_in_the_middle_order([1, 2, 3, 4, 5]) == [1, 3, 5, 4, 2]
+
+
+def haystack(depth: float, chars: int) -> str:
+    if SEDFAQ.exists():
+        text = gzip.decompress(SEDFAQ.read_bytes()).decode()[:chars]
+    else:
+        text = ("\n\n".join(FILLER) + "\n\n") * (chars // 900)
+    paras = text.split("\n\n")
+    k = int(len(paras) * depth)
+    return "\n\n".join(paras[:k] + [NEEDLE] + paras[k:])
+
+
+@pytest.fixture()
+def settings(tmp_path):
+    return load_settings(index_dir=tmp_path / "indexes", answer_tokens=48)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["stuff", "rag"])
+def test_planted_fact_is_found_at_three_depths(tmp_path, settings, mode):
+    from lcdoc.engine.llm import Engine
+
+    eng = Engine(n_ctx=4096, cache_dir=tmp_path / "pc")
+    found = []
+    for depth in (0.1, 0.5, 0.9):
+        f = tmp_path / f"doc{depth}.txt"
+        f.write_text(haystack(depth, 9000))
+        a = ask(QUESTION, [str(f)], mode=mode, engine=eng, settings=settings)
+        assert a.route == mode
+        found.append("7341" in a.answer)
+        if mode == "rag":
+            assert any(NEEDLE in (Path(s.path).read_text() if Path(s.path).exists() else "")
+                       for s in a.sources)
+    assert all(found), found
+
+
+@pytest.mark.slow
+def test_long_document_is_retrieved_and_cites_the_right_pdf_page(tmp_path, settings):
+    pages = [" ".join(FILLER[(i + j) % 5] for j in range(5)) for i in range(90)]
+    pages[27] += " " + NEEDLE
+    pdf = make_pdf(tmp_path / "manual.pdf", pages)
+    a = ask(QUESTION, [str(pdf)], settings=settings)
+    assert a.route == "rag"  # 90 pages (~13K tokens) do not fit an 8K context
+    assert "7341" in a.answer
+    assert a.sources[0].page == 28 or any(s.page == 28 for s in a.sources[:3])
+
+
+def run(args, stdin=None, env=None):
+    e = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-m", "lcdoc", *args], input=stdin, capture_output=True,
+                          text=True, env=e, timeout=600)
+
+
+@pytest.mark.slow
+def test_piped_note_is_stuffed_and_json_matches_schema(tmp_path):
+    note = "Meeting note. The harbour festival moves to the second weekend of August. " + FILLER[0]
+    r = run(["ask", "When is the harbour festival?", "--json", "--index-dir", str(tmp_path)],
+            stdin=note)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert set(out) >= {"answer", "route", "escalated", "sources", "tokens", "timings", "model", "plan"}
+    assert out["route"] == "stuff" and out["escalated"] is False
+    assert set(out["tokens"]) == {"context", "prompt", "completion"}
+    assert set(out["timings"]) == {"retrieve_s", "prefill_s", "generate_s"}
+    assert set(out["sources"][0]) == {"path", "page", "heading", "score"}
+    assert "August" in out["answer"]
+
+
+def test_errors_have_distinct_messages_and_exit_codes(tmp_path):
+    r = run(["ask", "q", "--index", "nope", "--index-dir", str(tmp_path)])
+    assert r.returncode == 1 and "no such index: nope" in r.stderr
+    r = run(["ask", "q", str(tmp_path / "missing.txt")])
+    assert r.returncode == 1 and "missing.txt: no such file" in r.stderr
+    r = run(["ask", "q", str(tmp_path), "--mode", "sideways"])
+    assert r.returncode == 2 and "--mode sideways" in r.stderr
+    r = run(["ask", "q", "--model", str(tmp_path / "m.gguf"), "-"], stdin="some text")
+    assert r.returncode == 1 and "model not found" in r.stderr

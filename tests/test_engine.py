@@ -1,0 +1,53 @@
+"""The llama.cpp engine with the packaged SmolLM2: tokenizer, chat template, prompt cache."""
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+from lcdoc.engine.llm import Engine, Tokenizer, resolve_model
+
+pytestmark = pytest.mark.slow
+SEDFAQ = Path("/usr/share/doc/sed/sedfaq.txt.gz")
+
+
+def long_text(chars: int) -> str:
+    if SEDFAQ.exists():
+        return gzip.decompress(SEDFAQ.read_bytes()).decode()[:chars]
+    from tests.conftest import FILLER
+
+    return ("\n\n".join(FILLER) + "\n\n") * (chars // 900)
+
+
+def test_tokenizer_counts_with_the_models_own_vocab():
+    tok = Tokenizer(resolve_model(None))
+    assert tok.count("hello world") == len(tok.encode("hello world")) > 0
+    assert tok.decode(tok.encode("The bakery opens at six.")).strip() == "The bakery opens at six."
+
+
+def test_second_question_on_same_stuffed_document_starts_5x_sooner(tmp_path):
+    doc = long_text(12000)
+    eng = Engine(n_ctx=4096, cache_dir=tmp_path)
+    times = []
+    for q in ["What is sed?", "Who wrote the sed FAQ?"]:
+        pre, suf, stops = eng.chat_parts("Answer from the document.", doc, q)
+        c = eng.complete(pre, suf, max_tokens=8, stop=stops)
+        times.append((c.prefill_s, c.n_cached, c.n_prompt))
+    (cold, cached0, n), (warm, cached1, _) = times
+    assert n > 2500 and cached0 == 0 and cached1 > 2500
+    assert cold >= 5 * warm, times
+    # A new process (a new Engine) finds the prefix on disk.
+    eng2 = Engine(n_ctx=4096, cache_dir=tmp_path)
+    pre, suf, stops = eng2.chat_parts("Answer from the document.", doc, "What is sed?")
+    c = eng2.complete(pre, suf, max_tokens=8, stop=stops)
+    assert c.n_cached > 2500 and cold >= 5 * c.prefill_s
+
+
+def test_cached_and_uncached_answers_are_identical(tmp_path):
+    doc = long_text(3000)
+    eng = Engine(n_ctx=2048, cache_dir=tmp_path)
+    pre, suf, stops = eng.chat_parts("Answer from the document.", doc, "What is this about?")
+    a = eng.complete(pre, suf, max_tokens=24, stop=stops, cache_prefix=False).text
+    b = eng.complete(pre, suf, max_tokens=24, stop=stops).text  # prefill + snapshot
+    c = eng.complete(pre, suf, max_tokens=24, stop=stops).text  # restored
+    assert a == b == c and a.strip()
