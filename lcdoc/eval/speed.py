@@ -5,6 +5,7 @@ Runs on any GGUF, a real one or a random-weight one of a production shape (speed
 
 from __future__ import annotations
 
+import llama_cpp  # noqa: F401  (before numpy: GPU.md saw a segfault the other way round)
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -126,3 +127,26 @@ def markdown_table(rows: list[SpeedRow]) -> str:
             f"{r.overhead_pct:+.1f}% | {r.ttft_cold_s:.2f} s | {r.ttft_warm_s:.3f} s | "
             f"{r.ttft_cold_s / r.ttft_warm_s:,.0f}x | {mem} |")
     return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m lcdoc.eval.speed --model M --ctx 32768,131072 --kv f16,q8_0` (no CLI deps)."""
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--ctx", default="4096")
+    ap.add_argument("--kv", default="f16")
+    ap.add_argument("--decode", type=int, default=64)
+    ap.add_argument("--json", default=None, help="also write the rows to this file")
+    a = ap.parse_args(argv)
+    rows = bench_engine(a.model, [int(c) for c in a.ctx.split(",")], a.kv.split(","), a.decode)
+    print(markdown_table(rows), flush=True)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump([r.as_dict() for r in rows], f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
