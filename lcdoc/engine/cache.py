@@ -49,8 +49,8 @@ class Snapshot:
                 raise ValueError("not a snapshot")
             n_tokens, size = np.frombuffer(f.read(16), dtype=np.int64)
             ids = np.frombuffer(f.read(4 * int(n_tokens)), dtype=np.int32).copy()
-            buf = bytearray(int(size))
-            if f.readinto(buf) != size:
+            buf = np.empty(int(size), dtype=np.uint8)
+            if f.readinto(memoryview(buf)) != size:
                 raise ValueError("truncated snapshot")
         return cls(int(n_tokens), ids, buf, int(size))
 

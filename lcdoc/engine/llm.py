@@ -160,46 +160,38 @@ class Engine:
         return pre, suf
 
     # --- generation -----------------------------------------------------------------------
-    def _restore_or_prefill(self, pre: list[int], persist: bool) -> int:
-        """Make the context hold exactly `pre`; returns how many tokens came from the cache."""
-
-        key = prefix_key(self.model_id, self.cache_settings, pre)
-        snap = self.cache.get(key)
-        if snap is not None:
-            self._restore(snap)
-            return snap.n_tokens
-        self.llm.reset()
-        self.llm.eval(pre)
-        self.cache.put(key, self._snapshot(), persist=persist)
-        return 0
-
     # llama.cpp's own state calls, rather than Llama.save_state/load_state: those also copy the
-    # n_batch x n_vocab score array (100 MB for SmolLM2) and copy the state itself twice more.
-    def _snapshot(self) -> Snapshot:
+    # n_batch x n_vocab score array (100 MB for SmolLM2), zero-fill and copy the state twice more,
+    # which at 128K tokens of an 8B model (15 GB of state) costs seconds.
+    def _can_trim(self) -> bool:
+        """Whether cells past the prefix can be dropped after restoring (not for window-sized SWA)."""
+        return not (self.arch.swa_layers and not self.plan.swa_full)
+
+    def _snapshot(self, n_prefix: int) -> Snapshot:
         import ctypes
 
         import llama_cpp
+        import numpy as np
 
         ctx = self.llm._ctx.ctx
         size = llama_cpp.llama_state_get_size(ctx)
-        buf = (ctypes.c_uint8 * size)()
-        n = llama_cpp.llama_state_get_data(ctx, buf, size)
-        n_tok = self.llm.n_tokens
-        return Snapshot(n_tok, self.llm.input_ids[:n_tok].copy(), buf, int(n))
+        buf = np.empty(size, dtype=np.uint8)  # not zero-filled, unlike a ctypes array
+        n = llama_cpp.llama_state_get_data(ctx, buf.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), size)
+        return Snapshot(n_prefix, self.llm.input_ids[:n_prefix].copy(), buf, int(n))
 
     def _restore(self, snap: Snapshot) -> None:
         import ctypes
 
         import llama_cpp
+        import numpy as np
 
         state = snap.llama_state
-        if isinstance(state, (bytes, bytearray)):
-            ptr = (ctypes.c_uint8 * snap.size).from_buffer(state) if isinstance(state, bytearray) \
-                else ctypes.cast(ctypes.c_char_p(state), ctypes.POINTER(ctypes.c_uint8))
-        else:
-            ptr = state
+        arr = state if isinstance(state, np.ndarray) else np.frombuffer(state, dtype=np.uint8)
+        ptr = arr.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
         if llama_cpp.llama_state_set_data(self.llm._ctx.ctx, ptr, snap.size) != snap.size:
             raise RuntimeError("llama.cpp refused the cached state")
+        # A snapshot taken after an answer also holds the question and answer: drop them.
+        self.llm._ctx.kv_cache_seq_rm(-1, snap.n_tokens, -1)
         self.llm.input_ids[: snap.n_tokens] = snap.input_ids[: snap.n_tokens]
         self.llm.n_tokens = snap.n_tokens
         if hasattr(self.llm, "_requires_eval"):
@@ -232,40 +224,83 @@ class Engine:
         persist_prefix: bool = True,
         temperature: float = 0.0,
         ignore_eos: bool = False,
+        repeat_penalty: float = 1.1,
     ) -> Completion:
         """As complete(), on token ids (benchmarks use it to hit exact lengths)."""
+        import llama_cpp
+
         tokens = pre + suf
         if len(tokens) + max_tokens > self.n_ctx:
             raise DoesNotFitError(f"prompt of {len(tokens)} tokens + {max_tokens} for the answer "
                                   f"exceeds the {self.n_ctx}-token context")
         t0 = time.perf_counter()
-        cached = self._restore_or_prefill(pre, persist_prefix) if cache_prefix else 0
-        if not cache_prefix:
+        cached, deferred, key = 0, False, None
+        if cache_prefix:
+            key = prefix_key(self.model_id, self.cache_settings, pre)
+            snap = self.cache.get(key)
+            if snap is not None:
+                self._restore(snap)
+                cached = snap.n_tokens
+            elif self._can_trim():
+                self.llm.reset()
+                deferred = True  # snapshot after the answer: off the time-to-first-token path
+            else:
+                self.llm.reset()
+                self.llm.eval(pre)
+                self.cache.put(key, self._snapshot(len(pre)), persist=persist_prefix)
+        else:
             self.llm.reset()
-        parts: list[str] = []
-        first = None
-        finish = "stop"
-        n_out = 0
-        bias = {self.llm.token_eos(): -1e9} if ignore_eos else None
-        for chunk in self.llm.create_completion(
-            tokens, max_tokens=max_tokens, stop=stop or [], stream=True, temperature=temperature,
-            top_k=1 if temperature == 0 else 40, repeat_penalty=1.1, logit_bias=bias,
-        ):
+
+        procs = None
+        if ignore_eos:
+            from llama_cpp import LogitsProcessorList
+
+            eos = self.llm.token_eos()
+
+            def no_eos(_ids, logits):
+                logits[eos] = -float("inf")
+                return logits
+
+            procs = LogitsProcessorList([no_eos])
+        vocab = self.llm._model.vocab
+        stops = [x for x in (stop or []) if x]
+        hold = max((len(x) for x in stops), default=1) - 1  # text that may begin a stop string
+        text, shown, raw = "", 0, b""
+        first, finish, n_out = None, "length", 0
+        gen = self.llm.generate(tokens, top_k=1 if temperature == 0 else 40, temp=temperature,
+                                repeat_penalty=repeat_penalty, logits_processor=procs)
+        for tok in gen:
             if first is None:
                 first = time.perf_counter()
-            choice = chunk["choices"][0]
-            text = choice.get("text", "")
+            if not ignore_eos and llama_cpp.llama_vocab_is_eog(vocab, tok):
+                finish = "stop"
+                break
             n_out += 1
-            if text:
-                parts.append(text)
-                if on_text:
-                    on_text(text)
-            if choice.get("finish_reason"):
-                finish = choice["finish_reason"]
+            raw += self.llm.detokenize([tok])
+            try:
+                text += raw.decode("utf-8")
+                raw = b""
+            except UnicodeDecodeError:  # a character split across tokens: wait for the rest
+                if len(raw) > 8:
+                    text += raw.decode("utf-8", errors="replace")
+                    raw = b""
+            hit = min((i for i in (text.find(x) for x in stops) if i >= 0), default=-1)
+            if hit >= 0:
+                text, finish = text[:hit], "stop"
+            if on_text and len(text) - hold > shown:
+                upto = len(text) if finish == "stop" else len(text) - hold
+                on_text(text[shown:upto])
+                shown = upto
+            if finish == "stop" or n_out >= max_tokens:
+                break
+        gen.close()
         end = time.perf_counter()
+        if on_text and shown < len(text):
+            on_text(text[shown:])
+        if deferred:
+            self.cache.put(key, self._snapshot(len(pre)), persist=persist_prefix)
         first = first or end
-        out = "".join(parts)
-        return Completion(out, len(tokens), n_out, cached, first - t0, end - first, finish)
+        return Completion(text, len(tokens), n_out, cached, first - t0, end - first, finish)
 
     def close(self) -> None:
         self.llm.close() if hasattr(self.llm, "close") else None
