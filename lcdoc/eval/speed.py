@@ -145,9 +145,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ctx", default="4096")
     ap.add_argument("--kv", default="f16")
     ap.add_argument("--decode", type=int, default=64)
+    ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--json", default=None, help="also write the rows to this file")
     a = ap.parse_args(argv)
-    rows = bench_engine(a.model, [int(c) for c in a.ctx.split(",")], a.kv.split(","), a.decode)
+    rows = bench_engine(a.model, [int(c) for c in a.ctx.split(",")], a.kv.split(","), a.decode,
+                        reps=a.reps)
     print(markdown_table(rows), flush=True)
     if a.json:
         with open(a.json, "w") as f:
