@@ -108,3 +108,20 @@ def test_errors_have_distinct_messages_and_exit_codes(tmp_path):
     assert r.returncode == 2 and "--mode sideways" in r.stderr
     r = run(["ask", "q", "--model", str(tmp_path / "m.gguf"), "-"], stdin="some text")
     assert r.returncode == 1 and "model not found" in r.stderr
+
+
+@pytest.mark.slow
+def test_named_file_is_stuffed_and_the_index_retrieved(tmp_path, corpus):
+    from lcdoc.index import Index, update_index
+
+    s = load_settings(index_dir=tmp_path, answer_tokens=48)
+    idx = Index.open("kb", tmp_path, create=True)
+    update_index(idx, [corpus])
+    note = tmp_path / "note.txt"
+    note.write_text("Memo. " + NEEDLE + " " + FILLER[1])
+    a = ask(QUESTION, [str(note)], index_name="kb", settings=s)
+    assert a.route == "hybrid"
+    assert a.sources[0].path.endswith("note.txt") or any(
+        x.path.endswith("note.txt") for x in a.sources)
+    assert any(str(corpus) in x.path for x in a.sources)  # the index contributed passages
+    assert "7341" in a.answer
