@@ -268,6 +268,70 @@ def ask(
                 f"prefill {t['prefill_s']:.1f} s, generate {t['generate_s']:.1f} s")
 
 
+@app.command()
+def summarize(
+    paths: Annotated[list[str], typer.Argument(help="Files and folders (recursively).")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write one Markdown file per "
+                                                "document here (mirroring folders) plus index.md.")] = None,
+    style: Annotated[str, typer.Option("--style", help="brief, detailed or bullets.")] = "brief",
+    max_words: Annotated[int, typer.Option("--max-words", help="Longest summary, in words.")] = 150,
+    prompt: Annotated[Optional[str], typer.Option("--prompt", help="Your own instruction.")] = None,
+    digest: Annotated[bool, typer.Option("--digest", help="Also one summary of all the summaries.")] = False,
+    include: Annotated[list[str], typer.Option("--include", help="Glob of files to take.")] = [],
+    exclude: Annotated[list[str], typer.Option("--exclude", help="Glob of files to leave out.")] = [],
+    index_dir: IndexDirOpt = None,
+    model: ModelOpt = None,
+    ctx: CtxOpt = None,
+    kv: KvOpt = None,
+    gpu_layers: GpuOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per document, per line.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Summarise every document: stuffed when it fits, hierarchical (map-reduce) when not; resumable."""
+    from lcdoc.engine.llm import Engine
+    from lcdoc.summarize import digest as digest_fn
+    from lcdoc.summarize import summarize_paths, write_index  # noqa: F401
+
+    console.QUIET = quiet
+    s = _settings(index_dir=index_dir, model=model, ctx=ctx, kv_type=kv, gpu_layers=gpu_layers)
+    eng = Engine(s.model, n_ctx=s.ctx, kv_type=s.kv_type, gpu_layers=s.gpu_layers,
+                 n_threads=s.threads)
+
+    def on_result(sm, reused: bool) -> None:
+        if as_json:
+            print(json.dumps(sm.as_json()), flush=True)
+        elif out is None:
+            print(f"## {_display(sm.path)}\n\n{sm.summary}\n", flush=True)
+        console.log(f"{'reused' if reused else 'summarised'} {_display(sm.path)} ({sm.route}, "
+                    f"{sm.tokens} tokens, {sm.seconds:.1f} s)")
+
+    def on_failure(path: str, why: str) -> None:
+        console.err.print(f"lcdoc: error: {path}: {why}", markup=False, highlight=False)
+
+    with console.progress_bar() as bar:
+        try:
+            rep = summarize_paths(paths, eng, out, s.index_dir / ".summaries", style, max_words,
+                                  prompt, tuple(include), tuple(exclude), on_result, on_failure,
+                                  console.log, bar)
+        except KeyboardInterrupt:
+            console.log("interrupted: finished summaries are kept; run again to continue")
+            raise typer.Exit(130)
+    everything = rep.done + rep.reused
+    if digest and everything:
+        text = digest_fn(everything, eng)
+        if out is not None:
+            (out / "digest.md").write_text("# Digest\n\n" + text + "\n\n" + "\n".join(
+                f"[{i}] {x.path}" for i, x in enumerate(everything, 1)) + "\n")
+        if as_json:
+            print(json.dumps({"digest": text, "documents": [x.path for x in everything]}))
+        else:
+            print("## Digest\n\n" + text)
+    console.log(f"{len(rep.done)} summarised, {len(rep.reused)} reused, {len(rep.failed)} failed"
+                + (f"; written to {out}" if out else ""))
+    if rep.failed:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Entry point: run the app and turn lcdoc's errors into one-line messages and exit codes."""
     try:

@@ -1,0 +1,287 @@
+"""`lcdoc summarize`: one summary per document, stuffed when it fits, hierarchical when it does not.
+
+Results are written as each document finishes (atomically), keyed by the document's content hash
+and the summary settings, so a re-run skips finished work and an interrupted run loses at most
+the document in progress.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from lcdoc.errors import InputFileError, UsageError
+from lcdoc.ingest import Document, chunk_document, load_path, walk_paths
+
+STYLES = {
+    "brief": "Summarise the document in one short paragraph of at most {w} words.",
+    "detailed": "Write a detailed summary of the document, section by section, in at most {w} words.",
+    "bullets": "Summarise the document as 3 to 7 bullet points, at most {w} words in all.",
+}
+PART = "Summarise this part of a longer document in at most {w} words. Keep names, numbers and " \
+       "page references."
+COMBINE = "These are summaries of consecutive parts of one document, with their pages. " \
+          "Combine them into one summary of at most {w} words. Keep page references like (p. 3)."
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One document's summary and what it took (one JSON line of `--json`)."""
+
+    path: str
+    summary: str
+    route: str  # stuff or map-reduce
+    chunks: int  # leaf parts summarised (1 when stuffed)
+    tokens: int  # the document's length in the model's tokens
+    seconds: float
+    levels: int = 1
+    sha256: str = ""
+
+    def as_json(self) -> dict:
+        d = asdict(self)
+        d.pop("sha256")
+        d["seconds"] = round(self.seconds, 2)
+        return d
+
+
+@dataclass
+class SummarizeReport:
+    done: list[Summary] = field(default_factory=list)
+    reused: list[Summary] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _labelled(doc: Document, start: int, end: int) -> str:
+    """Text of [start, end) with page markers, so summaries can cite pages."""
+    if not doc.page_starts:
+        return doc.text[start:end]
+    first, last = doc.page_at(start), doc.page_at(max(start, end - 1))
+    parts = []
+    for p in range(first, last + 1):
+        a = max(start, doc.page_starts[p - 1])
+        b = min(end, doc.page_starts[p] if p < doc.n_pages else len(doc.text))
+        parts.append(f"[page {p}]\n{doc.text[a:b].strip()}")
+    return "\n\n".join(parts)
+
+
+def summarize_document(
+    doc: Document,
+    engine,
+    style: str = "brief",
+    max_words: int = 150,
+    prompt: str | None = None,
+    on_level: Callable[[str], None] | None = None,
+) -> Summary:
+    """Summary of one document: stuffed if it fits the plan's context, else map-reduce by level."""
+    t0 = time.perf_counter()
+    instruction = prompt or STYLES[style].format(w=max_words)
+    answer_tokens = int(max_words * 1.6) + 32
+    pre0, suf0, _ = engine.chat_parts(instruction, "", instruction)
+    budget = engine.n_ctx - engine.count(pre0 + suf0) - answer_tokens - 64
+    whole = _labelled(doc, 0, len(doc.text))
+    n_tok = engine.count(whole)
+
+    def run(system: str, context: str, question: str, max_tokens: int) -> str:
+        pre, suf, stops = engine.chat_parts(system, context, question)
+        return engine.complete(pre, suf, max_tokens=max_tokens, stop=stops,
+                               cache_prefix=False).text.strip()
+
+    if n_tok <= budget:
+        text = run(instruction, whole, instruction, answer_tokens)
+        return Summary(doc.path, text, "stuff", 1, n_tok, time.perf_counter() - t0, 1, doc.sha256)
+
+    # Map: section-aware parts of about half the budget (room for the prompt and the answer).
+    part_budget = max(256, budget // 2)
+    part_words = max(40, max_words // 2)
+
+    def count_many(texts):
+        return [engine.count(t) for t in texts]
+
+    parts = chunk_document(doc, part_budget, 0, count_tokens=count_many)
+    level_notes: list[tuple[str, str]] = []  # (page label, summary)
+    for c in parts:
+        label = c.pages or f"part {c.ordinal + 1}"
+        s = run(PART.format(w=part_words), _labelled(doc, c.start, c.end),
+                PART.format(w=part_words), int(part_words * 1.6) + 32)
+        level_notes.append((label, s))
+    if on_level:
+        on_level(f"{doc.path}: level 1, {len(parts)} parts summarised")
+    levels = 1
+    # Reduce: combine neighbouring summaries, level by level, until they fit one context.
+    while True:
+        joined = "\n\n".join(f"({lab}) {s}" for lab, s in level_notes)
+        if engine.count(joined) <= budget or len(level_notes) == 1:
+            break
+        levels += 1
+        groups, cur, size = [], [], 0
+        for lab, s in level_notes:
+            n = engine.count(s) + 16
+            if cur and size + n > budget:
+                groups.append(cur)
+                cur, size = [], 0
+            cur.append((lab, s))
+            size += n
+        groups.append(cur)
+        if len(groups) == len(level_notes):  # no grouping possible: force pairs
+            groups = [level_notes[i : i + 2] for i in range(0, len(level_notes), 2)]
+        level_notes = [
+            (f"{g[0][0].split('-')[0]}-{g[-1][0].split('-')[-1]}" if len(g) > 1 else g[0][0],
+             run(COMBINE.format(w=part_words), "\n\n".join(f"({lab}) {s}" for lab, s in g),
+                 COMBINE.format(w=part_words), int(part_words * 1.6) + 32))
+            for g in groups
+        ]
+        if on_level:
+            on_level(f"{doc.path}: level {levels}, {len(level_notes)} summaries")
+    joined = "\n\n".join(f"({lab}) {s}" for lab, s in level_notes)
+    final = run(instruction + " Cite pages like (p. 3) where the parts give them.", joined,
+                instruction, answer_tokens)
+    return Summary(doc.path, final, "map-reduce", len(parts), n_tok, time.perf_counter() - t0,
+                   levels + 1, doc.sha256)
+
+
+def settings_key(model_id: str, style: str, max_words: int, prompt: str | None, n_ctx: int) -> str:
+    """What, besides the document, decides a summary: a changed setting redoes it."""
+    raw = json.dumps([model_id, style, max_words, prompt, n_ctx])
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _md(s: Summary, key: str) -> str:
+    meta = json.dumps({"sha256": s.sha256, "settings": key, **s.as_json()})
+    return f"<!-- lcdoc-summary {meta} -->\n# {Path(s.path).name}\n\n{s.summary}\n"
+
+
+def _read_md(path: Path) -> tuple[dict, str] | None:
+    try:
+        head, _, body = path.read_text().partition("\n")
+    except OSError:
+        return None
+    if not head.startswith("<!-- lcdoc-summary "):
+        return None
+    try:
+        return json.loads(head[len("<!-- lcdoc-summary "):-4]), body
+    except json.JSONDecodeError:
+        return None
+
+
+def summarize_paths(
+    paths: list[str],
+    engine,
+    out_dir: Path | None,
+    cache_dir: Path,
+    style: str = "brief",
+    max_words: int = 150,
+    prompt: str | None = None,
+    include: tuple[str, ...] = (),
+    exclude: tuple[str, ...] = (),
+    on_result: Callable[[Summary, bool], None] | None = None,
+    on_failure: Callable[[str, str], None] | None = None,
+    on_level: Callable[[str], None] | None = None,
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> SummarizeReport:
+    """Summaries for every document under the paths; finished ones are reused, failures reported."""
+    if style not in STYLES:
+        raise UsageError(f"--style {style}: choose one of {', '.join(STYLES)}")
+    for p in paths:
+        if not Path(p).exists():
+            raise InputFileError(p, "no such file or folder")
+    files, skipped = walk_paths(paths, include, exclude)
+    report = SummarizeReport()
+    for sk in skipped:
+        if sk.reason != "hidden file":
+            report.failed.append((sk.path, sk.reason))
+            if on_failure:
+                on_failure(sk.path, sk.reason)
+    key = settings_key(engine.model_id, style, max_words, prompt, engine.n_ctx)
+    roots = [Path(p) for p in paths]
+
+    def out_path(f: Path) -> Path:
+        for r in roots:
+            if r.is_dir() and (r == f or r in f.parents):
+                return out_dir / f.relative_to(r).with_suffix(f.suffix + ".md")
+        return out_dir / (f.name + ".md")
+
+    for i, f in enumerate(files):
+        if on_progress:
+            on_progress("documents", i, len(files))
+        try:
+            doc = load_path(f)
+        except InputFileError as e:
+            report.failed.append((str(f), e.problem))
+            if on_failure:
+                on_failure(str(f), e.problem)
+            continue
+        cache_file = cache_dir / f"{doc.sha256[:32]}-{key}.json"
+        target = out_path(f) if out_dir else None
+        prior = _read_md(target) if target and target.exists() else None
+        if prior and prior[0].get("sha256") == doc.sha256 and prior[0].get("settings") == key:
+            m = prior[0]
+            s = Summary(str(f), m["summary"], m["route"], m["chunks"], m["tokens"], m["seconds"],
+                        m.get("levels", 1), doc.sha256)
+            report.reused.append(s)
+        elif cache_file.exists():
+            m = json.loads(cache_file.read_text())
+            s = Summary(str(f), m["summary"], m["route"], m["chunks"], m["tokens"], m["seconds"],
+                        m.get("levels", 1), doc.sha256)
+            if target:
+                _atomic_write(target, _md(s, key))
+            report.reused.append(s)
+        else:
+            doc = Document(str(f), doc.text, doc.kind, doc.sha256, doc.page_starts)
+            s = summarize_document(doc, engine, style, max_words, prompt, on_level)
+            if not s.summary:
+                report.failed.append((str(f), "the model produced an empty summary"))
+                if on_failure:
+                    on_failure(str(f), "the model produced an empty summary")
+                continue
+            _atomic_write(cache_file, json.dumps({**s.as_json(), "levels": s.levels}))
+            if target:
+                _atomic_write(target, _md(s, key))
+            report.done.append(s)
+        if on_result:
+            on_result(s, s in report.reused)
+        if out_dir:
+            write_index(out_dir, report.done + report.reused, report.failed)
+    if out_dir:
+        write_index(out_dir, report.done + report.reused, report.failed)
+    if on_progress:
+        on_progress("documents", len(files), len(files))
+    return report
+
+
+def write_index(out_dir: Path, summaries: list[Summary], failed: list[tuple[str, str]]) -> None:
+    """out_dir/index.md: every summary's file and first sentence, and every failure."""
+    lines = ["# Summaries", ""]
+    for s in sorted(summaries, key=lambda x: x.path):
+        first = s.summary.strip().split("\n")[0][:200]
+        lines.append(f"- **{s.path}** ({s.route}, {s.tokens} tokens): {first}")
+    if failed:
+        lines += ["", "## Not summarised", ""] + [f"- {p}: {why}" for p, why in failed]
+    _atomic_write(out_dir / "index.md", "\n".join(lines) + "\n")
+
+
+def digest(summaries: list[Summary], engine, max_words: int = 250) -> str:
+    """One summary of the summaries, citing documents as [n]."""
+    numbered = "\n\n".join(f"[{i}] {s.path}\n{s.summary}" for i, s in enumerate(summaries, 1))
+    instruction = (f"These are summaries of the documents in a folder. Write one overview of at "
+                   f"most {max_words} words, citing documents as [n].")
+    pre, suf, stops = engine.chat_parts(instruction, numbered, instruction)
+    budget = engine.n_ctx - int(max_words * 1.6) - 64
+    if engine.count(pre + suf) > budget:  # too many: digest in groups, then the digests
+        half = len(summaries) // 2
+        parts = [digest(summaries[:half], engine, max_words), digest(summaries[half:], engine, max_words)]
+        return digest([Summary(f"part {i + 1}", p, "digest", 0, 0, 0.0) for i, p in enumerate(parts)],
+                      engine, max_words)
+    return engine.complete(pre, suf, max_tokens=int(max_words * 1.6) + 32, stop=stops,
+                           cache_prefix=False).text.strip()
