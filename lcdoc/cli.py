@@ -332,6 +332,103 @@ def summarize(
         raise typer.Exit(1)
 
 
+eval_app = typer.Typer(help="Measure lcdoc on your model and documents.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("niah")
+def eval_niah(
+    haystack: Annotated[Optional[list[str]], typer.Option("--haystack", help="Documents to build "
+                                                          "the haystack from (default: bundled).")] = None,
+    lengths: Annotated[str, typer.Option("--lengths", help="Haystack lengths in model tokens.")] = "1k,2k,4k",
+    depths: Annotated[str, typer.Option("--depths", help="Needle depths in percent.")] = "0,25,50,75,100",
+    mode: Annotated[str, typer.Option("--mode", help="stuff, rag or auto.")] = "stuff",
+    needles: Annotated[int, typer.Option("--needles", help="Facts planted and asked for at once.")] = 1,
+    out: Annotated[Path, typer.Option("--out", help="Folder for trials.csv/json and heatmap.png.")] = Path("niah-out"),
+    model: ModelOpt = None,
+    index_dir: IndexDirOpt = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Needle-in-a-haystack grid through the `lcdoc ask` path, with a heat map."""
+    from lcdoc.eval.niah import heatmap, parse_list, run_niah
+
+    console.QUIET = quiet
+    s = _settings(index_dir=index_dir, model=model)
+    L, D = parse_list(lengths), parse_list(depths)
+
+    def on_trial(t) -> None:
+        console.log(f"{t.length:>7} tokens, depth {t.depth:>3}%: {t.found}/{t.needles} ({t.route}, "
+                    f"{t.rope}, {t.seconds:.1f} s)")
+
+    trials = run_niah(L, D, mode, needles, haystack, str(s.model) if s.model else None, out, s,
+                      on_trial=on_trial)
+    from lcdoc.engine.llm import resolve_model
+
+    name = resolve_model(s.model).name
+    ropes = sorted({t.rope for t in trials})
+    title = (f"NIAH: {name}, mode {mode}, {needles} needle(s), "
+             f"{'bundled haystack' if not haystack else 'user haystack'}; RoPE: {', '.join(ropes)}")
+    png = heatmap(out / "trials.csv", out / "heatmap.png", title)
+    mean = sum(t.score for t in trials) / len(trials)
+    if as_json:
+        print(json.dumps({"mean_score": mean, "trials": len(trials), "png": str(png),
+                          "csv": str(out / "trials.csv")}))
+    else:
+        print(f"{len(trials)} trials, mean score {mean:.2f}; heat map {png}, trials {out / 'trials.csv'}")
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    paths: Annotated[Optional[list[str]], typer.Argument(help="Documents to plant facts in "
+                                                         "(default: bundled haystack).")] = None,
+    facts: Annotated[int, typer.Option("--facts", help="How many facts to plant and ask.")] = 24,
+    work: Annotated[Path, typer.Option("--work", help="Scratch folder.")] = Path("recall-work"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Recall@1/5/10 and MRR for BM25 alone, dense alone and the fusion, on planted facts."""
+    from lcdoc.eval.retrieval import run_recall
+
+    rows = run_recall(list(paths or []), work, facts)
+    if as_json:
+        print(json.dumps([r.__dict__ for r in rows]))
+        return
+    print("| retriever | recall@1 | recall@5 | recall@10 | MRR | queries |\n|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r.mode} | {r.recall_at_1:.3f} | {r.recall_at_5:.3f} | {r.recall_at_10:.3f} | "
+              f"{r.mrr:.3f} | {r.queries} |")
+
+
+@app.command()
+def bench(
+    sizes: Annotated[str, typer.Option("--sizes", help="Vector counts for search latency.")] = "10000,100000,1000000",
+    ctx: Annotated[str, typer.Option("--ctx", help="Contexts for prefill/decode/TTFT.")] = "2048,4096",
+    kv: Annotated[str, typer.Option("--kv", help="KV cache types.")] = "f16",
+    model: ModelOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search latency at several corpus sizes, and engine speed (prefill, decode, cold/warm TTFT)."""
+    from lcdoc.eval.bench import bench_vector_search, machine
+    from lcdoc.eval.niah import parse_list
+    from lcdoc.eval.speed import bench_engine, markdown_table
+    from lcdoc.index.vectors import choose_kind
+
+    rows = []
+    for n in parse_list(sizes):
+        rows += bench_vector_search([n], kinds=(choose_kind(n),))
+    speed = bench_engine(str(model) if model else None, parse_list(ctx), kv.split(","), 32)
+    if as_json:
+        print(json.dumps({"machine": machine(), "search": [r.as_dict() for r in rows],
+                          "engine": [r.as_dict() for r in speed]}))
+        return
+    print(f"machine: {machine()}\n")
+    print("| vectors | index | p50 | p95 | build |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r.n_vectors:,} | {r.kind} | {r.p50_ms:.2f} ms | {r.p95_ms:.2f} ms | {r.build_s:.1f} s |")
+    print()
+    print(markdown_table(speed))
+
+
 def main() -> None:
     """Entry point: run the app and turn lcdoc's errors into one-line messages and exit codes."""
     try:

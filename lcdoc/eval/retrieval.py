@@ -1,0 +1,106 @@
+"""Retrieval recall on planted facts: recall@1/5/10 and MRR for BM25 alone, dense alone and fused."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+# (fact, question, answer): questions are paraphrases, sharing only some words with the fact, so
+# lexical and semantic retrieval each have something to do.
+TEMPLATES = [
+    ("The {c} depot keeps its spare keys in a blue tin under the stairs.",
+     "Where are the extra keys for the {c} warehouse stored?", "blue tin"),
+    ("Inspections of the {c} dam happen every {n} days, according to the engineers.",
+     "How often is the {c} reservoir wall checked?", "every {n} days"),
+    ("The {c} choir was founded by a retired pilot named {p}.",
+     "Who started the singing group in {c}?", "{p}"),
+    ("In {c}, the ferry ticket costs {n} crowns for adults.",
+     "What is the adult boat fare in {c}?", "{n} crowns"),
+    ("The {c} observatory telescope has a mirror {n} centimetres wide.",
+     "How large is the mirror of the telescope at {c}?", "{n} centimetres"),
+    ("Bread in {c} is baked with rye flour from the {p} mill.",
+     "Which mill supplies the rye used by {c} bakers?", "{p} mill"),
+]
+CITIES = ["Tromso", "Valparaiso", "Hobart", "Windhoek", "Ushuaia", "Reykjavik", "Nuuk", "Arequipa",
+          "Tartu", "Kiruna", "Dunedin", "Mopti", "Bodo", "Galway", "Oamaru", "Paro"]
+PEOPLE = ["Ingrid Solberg", "Tomas Vaillant", "Aiko Brandt", "Mateo Quispe", "Lena Hartvig",
+          "Oskar Nygaard", "Priya Lindqvist", "Jonas Ekdahl"]
+
+
+@dataclass(frozen=True)
+class RecallRow:
+    mode: str
+    recall_at_1: float
+    recall_at_5: float
+    recall_at_10: float
+    mrr: float
+    queries: int
+
+
+def plant_facts(paths: list[str], out_dir: Path, n_facts: int, seed: int = 0):
+    """Copies of the documents (as text) with n facts planted at random paragraph boundaries."""
+    from lcdoc.ingest import load_path, walk_paths
+
+    rng = random.Random(seed)
+    files, _ = walk_paths(paths)
+    docs = []
+    for f in files:
+        try:
+            docs.append(load_path(f))
+        except Exception:
+            continue
+    if not docs:
+        from lcdoc.eval.haystack import default_haystack
+
+        from lcdoc.ingest import Document
+
+        docs = [Document("default-haystack.txt", default_haystack(60_000, seed), "text", "")]
+    paras = [d.text.split("\n\n") for d in docs]
+    facts = []
+    cities = rng.sample(CITIES, min(n_facts, len(CITIES)))
+    for i in range(n_facts):
+        fact, q, ans = TEMPLATES[i % len(TEMPLATES)]
+        v = {"c": cities[i % len(cities)] + ("" if i < len(cities) else f" {i}"),
+             "n": str(rng.randint(12, 980)), "p": rng.choice(PEOPLE)}
+        d = rng.randrange(len(docs))
+        k = rng.randrange(len(paras[d]) + 1)
+        paras[d].insert(k, fact.format(**v))
+        facts.append((q.format(**v), ans.format(**v), fact.format(**v)))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    for i, (d, p) in enumerate(zip(docs, paras)):
+        (out_dir / f"{i:03d}-{Path(d.path).name}.txt").write_text("\n\n".join(p))
+    return facts
+
+
+def evaluate(index, facts, ks=(1, 5, 10)) -> list[RecallRow]:
+    """For each retriever, where does the first chunk containing the fact rank?"""
+    rows = []
+    for mode in ("bm25", "dense", "hybrid"):
+        ranks = []
+        for q, _ans, fact in facts:
+            hits = index.search(q, k=max(ks), mode=mode)
+            rank = next((i for i, h in enumerate(hits, 1) if fact in h.text), None)
+            ranks.append(rank)
+        n = len(ranks)
+        rows.append(RecallRow(
+            mode,
+            *(sum(1 for r in ranks if r is not None and r <= k) / n for k in ks),
+            sum(1 / r for r in ranks if r is not None) / n, n))
+    return rows
+
+
+def run_recall(paths: list[str], work: Path, n_facts: int = 24, seed: int = 0) -> list[RecallRow]:
+    """Plant facts in copies of the documents, index them, measure each retriever."""
+    from lcdoc.index import Index, update_index
+
+    facts = plant_facts(paths, work / "docs", n_facts, seed)
+    idx_dir = work / "index"
+    if idx_dir.exists():
+        shutil.rmtree(idx_dir)
+    idx = Index.open(str(idx_dir), create=True)
+    update_index(idx, [work / "docs"])
+    return evaluate(idx, facts)
