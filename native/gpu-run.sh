@@ -11,6 +11,8 @@ export PYTHONPATH=/tmp/site:$PWD
 B8=$W/llama3-8b.gguf; SMOL=$W/smollm2-135m.gguf
 for stage in "$@"; do
   case $stage in
+  stash)
+    cp .gg-a/* $W/ ;;
   build)
     nvidia-smi --query-gpu=name,memory.total,memory.free,driver_version --format=csv
     t0=$(date +%s)
@@ -29,5 +31,13 @@ for stage in "$@"; do
   bench-lcdoc)
     python3 -m lcdoc.eval.speed --model $SMOL --ctx 32768,131072 --kv f16,q8_0 --json $OUT/speed-smol.json
     python3 -m lcdoc.eval.speed --model $B8 --ctx 32768,131072 --kv f16,q8_0 --json $OUT/speed-8b.json ;;
+  niah)
+    # The packaged SmolLM2 travels in two halves (.gg-a with the build call, .gg-b now).
+    cp .gg-a/* $W/ 2>/dev/null; cp .gg-b/* $W/ 2>/dev/null
+    cat $W/smol.part-aa $W/smol.part-ab > $W/SmolLM2-135M-Instruct.Q4_1.gguf
+    echo "$(cat $W/sha256)  $W/SmolLM2-135M-Instruct.Q4_1.gguf" | sha256sum -c || exit 1
+    python3 -m lcdoc.eval.niah --model $W/SmolLM2-135M-Instruct.Q4_1.gguf \
+      --lengths ${NIAH_LENGTHS:-1k,2k,4k,8k,16k,32k,64k,127k} --depths 0,25,50,75,100 \
+      --mode stuff --out $OUT/niah-gpu ;;
   esac
 done

@@ -198,3 +198,33 @@ def heatmap(csv_path: Path, png_path: Path, title: str) -> Path:
     fig.savefig(png_path, dpi=130)
     plt.close(fig)
     return png_path
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m lcdoc.eval.niah` for hosts without the CLI's dependencies; the CSV draws the map."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--lengths", default="1k,2k,4k")
+    ap.add_argument("--depths", default="0,25,50,75,100")
+    ap.add_argument("--mode", default="stuff")
+    ap.add_argument("--needles", type=int, default=1)
+    ap.add_argument("--out", default="niah-out")
+    ap.add_argument("--index-dir", default="/tmp/lcdoc-niah-indexes")
+    a = ap.parse_args(argv)
+    from lcdoc.settings import load_settings
+
+    s = load_settings(index_dir=Path(a.index_dir))
+    out = Path(a.out)
+    run_niah(parse_list(a.lengths), parse_list(a.depths), a.mode, a.needles, None, a.model, out, s,
+             on_trial=lambda t: print(f"{t.length:>7} {t.depth:>3}% {t.found}/{t.needles} {t.rope} "
+                                      f"{t.seconds:.1f}s {t.answer[:60]!r}", flush=True))
+    try:
+        heatmap(out / "trials.csv", out / "heatmap.png", f"NIAH {a.mode}")
+    except ImportError:
+        print("matplotlib not installed: draw the heat map from trials.csv elsewhere")
+
+
+if __name__ == "__main__":
+    main()
