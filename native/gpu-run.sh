@@ -34,9 +34,9 @@ for stage in "$@"; do
   niah)
     # The packaged SmolLM2 travels in two halves (.gg-a with the build call, .gg-b now).
     cp .gg-a/* $W/ 2>/dev/null; cp .gg-b/* $W/ 2>/dev/null
-    cat $W/smol.part-aa $W/smol.part-ab > $W/SmolLM2-135M-Instruct.Q4_1.gguf
+    cat $W/smol.part-aa $W/smol.part-ab $W/smol.part-ac > $W/SmolLM2-135M-Instruct.Q4_1.gguf
     echo "$(cat $W/sha256)  $W/SmolLM2-135M-Instruct.Q4_1.gguf" | sha256sum -c || exit 1
-    python3 -m lcdoc.eval.niah --model $W/SmolLM2-135M-Instruct.Q4_1.gguf \
+    python3 -c "import llama_cpp, runpy; runpy.run_module('lcdoc.eval.niah', run_name='__main__')" --model $W/SmolLM2-135M-Instruct.Q4_1.gguf \
       --lengths ${NIAH_LENGTHS:-1k,2k,4k,8k,16k,32k,64k,127k} --depths 0,25,50,75,100 \
       --mode stuff --out $OUT/niah-gpu ;;
   esac

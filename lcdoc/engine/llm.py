@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from lcdoc.engine.arch import Arch, read_arch
 from lcdoc.engine.cache import PromptCache, Snapshot, prefix_key
@@ -197,21 +197,10 @@ class Engine:
         if hasattr(self.llm, "_requires_eval"):
             self.llm._requires_eval = True
 
-    def complete(
-        self,
-        prefix: str,
-        suffix: str,
-        max_tokens: int = 384,
-        stop: list[str] | None = None,
-        on_text: Callable[[str], None] | None = None,
-        cache_prefix: bool = True,
-        persist_prefix: bool = True,
-        temperature: float = 0.0,
-    ) -> Completion:
-        """Generate after prefix + suffix; with cache_prefix, the prefix's state is reused next time."""
+    def complete(self, prefix: str, suffix: str, **options: Any) -> Completion:
+        """Generate after prefix + suffix (options as complete_tokens); the prefix's state is cached."""
         pre, suf = self.prompt_tokens(prefix, suffix)
-        return self.complete_tokens(pre, suf, max_tokens, stop, on_text, cache_prefix,
-                                    persist_prefix, temperature)
+        return self.complete_tokens(pre, suf, **options)
 
     def complete_tokens(
         self,

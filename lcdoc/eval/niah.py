@@ -110,9 +110,10 @@ def run_niah(
         text = "\n\n".join(load_path(p).text for p in haystack_paths)
     else:
         text = default_haystack()
+    import tempfile
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    work = out_dir / "haystacks"
-    work.mkdir(exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="lcdoc-niah-"))  # haystacks are scratch, not results
     trials: list[Trial] = []
     engine = None
     engine_ctx = None
@@ -120,7 +121,8 @@ def run_niah(
         paras = cut_to_tokens(text, length, tok.count)
         # Stuffing needs a context that holds the haystack, the prompt and the answer; beyond the
         # native context the planner scales RoPE with YaRN. Retrieval keeps the native context.
-        need = length + 400 + s.answer_tokens if mode == "stuff" else native
+        # Paragraphs counted apart come out a few percent shorter than the stuffed whole.
+        need = int(length * 1.04) + 512 + s.answer_tokens if mode == "stuff" else native
         n_ctx = max(native, ((need + 1023) // 1024) * 1024) if mode == "stuff" else native
         if engine is None or engine_ctx != n_ctx:
             if engine is not None:
