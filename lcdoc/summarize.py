@@ -69,6 +69,14 @@ def _labelled(doc: Document, start: int, end: int) -> str:
     return "\n\n".join(parts)
 
 
+def _request(engine, system: str, context: str, question: str, max_tokens: int):
+    from lcdoc.engine.parallel import Request
+
+    pre, suf, stops = engine.chat_parts(system, context, question)
+    a, b = engine.prompt_tokens(pre, suf)
+    return Request(a + b, max_tokens, tuple(stops))
+
+
 def summarize_document(
     doc: Document,
     engine,
@@ -76,8 +84,14 @@ def summarize_document(
     max_words: int = 150,
     prompt: str | None = None,
     on_level: Callable[[str], None] | None = None,
+    decoder=None,
 ) -> Summary:
-    """Summary of one document: stuffed if it fits the plan's context, else map-reduce by level."""
+    """Summary of one document: stuffed if it fits the plan's context, else map-reduce by level.
+
+    With a ParallelDecoder, the parts of a level are decoded side by side.
+    """
+    from lcdoc.engine.parallel import run_many
+
     t0 = time.perf_counter()
     instruction = prompt or STYLES[style].format(w=max_words)
     answer_tokens = int(max_words * 1.6) + 32
@@ -87,9 +101,11 @@ def summarize_document(
     n_tok = engine.count(whole)
 
     def run(system: str, context: str, question: str, max_tokens: int) -> str:
-        pre, suf, stops = engine.chat_parts(system, context, question)
-        return engine.complete(pre, suf, max_tokens=max_tokens, stop=stops,
-                               cache_prefix=False).text.strip()
+        return run_many(engine, decoder, [_request(engine, system, context, question, max_tokens)])[0]
+
+    def run_all(items: list[tuple[str, str, int]]) -> list[str]:
+        """(system, context, max_tokens) each, the system text doubling as the question."""
+        return run_many(engine, decoder, [_request(engine, sy, cx, sy, mt) for sy, cx, mt in items])
 
     if n_tok <= budget:
         text = run(instruction, whole, instruction, answer_tokens)
@@ -103,12 +119,9 @@ def summarize_document(
         return [engine.count(t) for t in texts]
 
     parts = chunk_document(doc, part_budget, 0, count_tokens=count_many)
-    level_notes: list[tuple[str, str]] = []  # (page label, summary)
-    for c in parts:
-        label = c.pages or f"part {c.ordinal + 1}"
-        s = run(PART.format(w=part_words), _labelled(doc, c.start, c.end),
-                PART.format(w=part_words), int(part_words * 1.6) + 32)
-        level_notes.append((label, s))
+    texts = run_all([(PART.format(w=part_words), _labelled(doc, c.start, c.end),
+                      int(part_words * 1.6) + 32) for c in parts])
+    level_notes = [(c.pages or f"part {c.ordinal + 1}", t) for c, t in zip(parts, texts)]
     if on_level:
         on_level(f"{doc.path}: level 1, {len(parts)} parts summarised")
     levels = 1
@@ -129,11 +142,12 @@ def summarize_document(
         groups.append(cur)
         if len(groups) == len(level_notes):  # no grouping possible: force pairs
             groups = [level_notes[i : i + 2] for i in range(0, len(level_notes), 2)]
+        merged = run_all([(COMBINE.format(w=part_words),
+                           "\n\n".join(f"({lab}) {s}" for lab, s in g), int(part_words * 1.6) + 32)
+                          for g in groups])
         level_notes = [
-            (f"{g[0][0].split('-')[0]}-{g[-1][0].split('-')[-1]}" if len(g) > 1 else g[0][0],
-             run(COMBINE.format(w=part_words), "\n\n".join(f"({lab}) {s}" for lab, s in g),
-                 COMBINE.format(w=part_words), int(part_words * 1.6) + 32))
-            for g in groups
+            (f"{g[0][0].split('-')[0]}-{g[-1][0].split('-')[-1]}" if len(g) > 1 else g[0][0], m)
+            for g, m in zip(groups, merged)
         ]
         if on_level:
             on_level(f"{doc.path}: level {levels}, {len(level_notes)} summaries")
@@ -189,8 +203,13 @@ def summarize_paths(
     on_failure: Callable[[str, str], None] | None = None,
     on_level: Callable[[str], None] | None = None,
     on_progress: Callable[[str, int, int], None] | None = None,
+    parallel: int = 1,
 ) -> SummarizeReport:
-    """Summaries for every document under the paths; finished ones are reused, failures reported."""
+    """Summaries for every document under the paths; finished ones are reused, failures reported.
+
+    With parallel > 1, documents that fit the context are decoded side by side, `parallel` at a
+    time, in one llama.cpp context; longer ones run their map steps side by side.
+    """
     if style not in STYLES:
         raise UsageError(f"--style {style}: choose one of {', '.join(STYLES)}")
     for p in paths:
@@ -212,47 +231,95 @@ def summarize_paths(
                 return out_dir / f.relative_to(r).with_suffix(f.suffix + ".md")
         return out_dir / (f.name + ".md")
 
-    for i, f in enumerate(files):
-        if on_progress:
-            on_progress("documents", i, len(files))
-        try:
-            doc = load_path(f)
-        except InputFileError as e:
-            report.failed.append((str(f), e.problem))
-            if on_failure:
-                on_failure(str(f), e.problem)
-            continue
-        cache_file = cache_dir / f"{doc.sha256[:32]}-{key}.json"
+    decoder = None
+    if parallel > 1:
+        from lcdoc.engine.parallel import ParallelDecoder
+
+        decoder = ParallelDecoder(engine, parallel)
+    instruction = prompt or STYLES[style].format(w=max_words)
+    answer_tokens = int(max_words * 1.6) + 32
+    pre0, suf0, _ = engine.chat_parts(instruction, "", instruction)
+    per_seq = engine.n_ctx // parallel - engine.count(pre0 + suf0) - answer_tokens - 64
+    done_count = 0
+
+    def finish(f: Path, s: Summary, reused: bool, cache_file: Path | None) -> None:
+        nonlocal done_count
         target = out_path(f) if out_dir else None
-        prior = _read_md(target) if target and target.exists() else None
-        if prior and prior[0].get("sha256") == doc.sha256 and prior[0].get("settings") == key:
-            m = prior[0]
-            s = Summary(str(f), m["summary"], m["route"], m["chunks"], m["tokens"], m["seconds"],
-                        m.get("levels", 1), doc.sha256)
-            report.reused.append(s)
-        elif cache_file.exists():
-            m = json.loads(cache_file.read_text())
-            s = Summary(str(f), m["summary"], m["route"], m["chunks"], m["tokens"], m["seconds"],
-                        m.get("levels", 1), doc.sha256)
-            if target:
+        if not reused:
+            _atomic_write(cache_file, json.dumps({**s.as_json(), "levels": s.levels}))
+        if target:
+            prior = _read_md(target) if target.exists() else None
+            if not (prior and prior[0].get("sha256") == s.sha256 and prior[0].get("settings") == key):
                 _atomic_write(target, _md(s, key))
-            report.reused.append(s)
-        else:
+        (report.reused if reused else report.done).append(s)
+        if on_result:
+            on_result(s, reused)
+        if out_dir:
+            write_index(out_dir, report.done + report.reused, report.failed)
+        done_count += 1
+        if on_progress:
+            on_progress("documents", done_count, len(files))
+
+    batch: list[tuple[Path, Document, Path, int]] = []
+
+    def flush_batch() -> None:
+        from lcdoc.engine.parallel import run_many
+
+        if not batch:
+            return
+        t0 = time.perf_counter()
+        texts = run_many(engine, decoder, [_request(engine, instruction, _labelled(d, 0, len(d.text)),
+                                                    instruction, answer_tokens) for _, d, _, _ in batch])
+        secs = (time.perf_counter() - t0) / len(batch)
+        for (f, d, cache_file, n_tok), text in zip(batch, texts):
+            if not text:
+                report.failed.append((str(f), "the model produced an empty summary"))
+                if on_failure:
+                    on_failure(str(f), "the model produced an empty summary")
+                continue
+            finish(f, Summary(str(f), text, "stuff", 1, n_tok, secs, 1, d.sha256), False, cache_file)
+        batch.clear()
+
+    try:
+        for f in files:
+            try:
+                doc = load_path(f)
+            except InputFileError as e:
+                report.failed.append((str(f), e.problem))
+                if on_failure:
+                    on_failure(str(f), e.problem)
+                continue
+            cache_file = cache_dir / f"{doc.sha256[:32]}-{key}.json"
+            target = out_path(f) if out_dir else None
+            prior = _read_md(target) if target and target.exists() else None
+            if prior and prior[0].get("sha256") == doc.sha256 and prior[0].get("settings") == key:
+                m = prior[0]
+                finish(f, Summary(str(f), m["summary"], m["route"], m["chunks"], m["tokens"],
+                                  m["seconds"], m.get("levels", 1), doc.sha256), True, None)
+                continue
+            if cache_file.exists():
+                m = json.loads(cache_file.read_text())
+                finish(f, Summary(str(f), m["summary"], m["route"], m["chunks"], m["tokens"],
+                                  m["seconds"], m.get("levels", 1), doc.sha256), True, None)
+                continue
             doc = Document(str(f), doc.text, doc.kind, doc.sha256, doc.page_starts)
-            s = summarize_document(doc, engine, style, max_words, prompt, on_level)
+            n_tok = engine.count(_labelled(doc, 0, len(doc.text)))
+            if decoder is not None and n_tok <= per_seq:
+                batch.append((f, doc, cache_file, n_tok))
+                if len(batch) == parallel:
+                    flush_batch()
+                continue
+            s = summarize_document(doc, engine, style, max_words, prompt, on_level, decoder)
             if not s.summary:
                 report.failed.append((str(f), "the model produced an empty summary"))
                 if on_failure:
                     on_failure(str(f), "the model produced an empty summary")
                 continue
-            _atomic_write(cache_file, json.dumps({**s.as_json(), "levels": s.levels}))
-            if target:
-                _atomic_write(target, _md(s, key))
-            report.done.append(s)
-        if on_result:
-            on_result(s, s in report.reused)
-        if out_dir:
-            write_index(out_dir, report.done + report.reused, report.failed)
+            finish(f, s, False, cache_file)
+        flush_batch()
+    finally:
+        if decoder is not None:
+            decoder.close()
     if out_dir:
         write_index(out_dir, report.done + report.reused, report.failed)
     if on_progress:

@@ -81,3 +81,23 @@ def test_killed_run_resumes_without_redoing_finished_documents(tmp_path):
     assert len(list(out.glob("n*.txt.md"))) == 4
     assert len(re.findall(r"^reused ", r.stderr, re.M)) == len(first)
     assert not list(out.glob(".*.tmp"))  # no torn writes left behind
+
+
+def test_parallel_decoding_summarises_each_document_from_its_own_text(tmp_path):
+    src = tmp_path / "notes"
+    src.mkdir()
+    topics = {"bakery": "The bakery on Quay Street bakes rye bread and opens at six every morning.",
+              "ferry": "The ferry to the island leaves at noon and carries forty cars and bicycles.",
+              "library": "The library lends books, maps and telescopes to members of the observatory club."}
+    for name, text in topics.items():
+        (src / f"{name}.txt").write_text(text + " " + FILLER[len(name) % 5])
+    r = run([str(src), "--parallel", "3", "--max-words", "30", "--json",
+             "--index-dir", str(tmp_path / "idx")])
+    assert r.returncode == 0, r.stderr
+    rows = {os.path.basename(d["path"]): d for d in map(json.loads, r.stdout.splitlines())}
+    assert set(rows) == {f"{n}.txt" for n in topics}
+    for name, text in topics.items():
+        summary = rows[f"{name}.txt"]["summary"]
+        own = len(words(summary) & words(text))
+        others = max(len(words(summary) & words(t)) for n, t in topics.items() if n != name)
+        assert own >= 2 and own > others, (name, summary)
