@@ -37,7 +37,6 @@ def _synthetic(n: int, dim: int, rng: np.random.Generator) -> np.ndarray:
 def bench_vector_search(sizes: list[int], kinds: tuple[str, ...] = ("flat", "hnsw"), dim: int = 384,
                         queries: int = 200, seed: int = 0) -> list[SearchRow]:
     """Single-query latency (p50/p95) of flat and HNSW inner-product search on synthetic vectors."""
-
     from lcdoc.index import vectors
 
     rng = np.random.default_rng(seed)
