@@ -24,7 +24,7 @@ def log(msg: str) -> None:
 
 @contextmanager
 def progress_bar() -> Iterator:
-    """A callback (stage, done, total) drawing a rich progress bar on stderr, or a no-op off-terminal."""
+    """A callback (stage, done, total[, info]) drawing a rich progress bar on stderr, or a no-op off-terminal."""
     if QUIET or not sys.stderr.isatty():
         yield None
         return
@@ -32,12 +32,13 @@ def progress_bar() -> Iterator:
                                TimeElapsedColumn, TimeRemainingColumn)
 
     with Progress(TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True) as prog:
+                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=err, transient=True) as prog:
         tasks: dict[str, int] = {}
 
-        def update(stage: str, done: int, total: int) -> None:
+        def update(stage: str, done: int, total: int, info: str = "") -> None:
             if stage not in tasks:
-                tasks[stage] = prog.add_task(stage, total=total if total > 0 else None)
-            prog.update(tasks[stage], completed=done, total=total if total > 0 else None)
+                tasks[stage] = prog.add_task(stage, total=total if total > 0 else None, info=info)
+            prog.update(tasks[stage], completed=done, total=total if total > 0 else None, info=info)
 
         yield update

@@ -202,7 +202,7 @@ def summarize_paths(
     on_result: Callable[[Summary, bool], None] | None = None,
     on_failure: Callable[[str, str], None] | None = None,
     on_level: Callable[[str], None] | None = None,
-    on_progress: Callable[[str, int, int], None] | None = None,
+    on_progress: Callable[..., None] | None = None,
     parallel: int = 1,
 ) -> SummarizeReport:
     """Summaries for every document under the paths; finished ones are reused, failures reported.
@@ -241,9 +241,11 @@ def summarize_paths(
     pre0, suf0, _ = engine.chat_parts(instruction, "", instruction)
     per_seq = engine.n_ctx // parallel - engine.count(pre0 + suf0) - answer_tokens - 64
     done_count = 0
+    started = time.perf_counter()
+    tokens_done = 0
 
     def finish(f: Path, s: Summary, reused: bool, cache_file: Path | None) -> None:
-        nonlocal done_count
+        nonlocal done_count, tokens_done
         target = out_path(f) if out_dir else None
         if not reused:
             _atomic_write(cache_file, json.dumps({**s.as_json(), "levels": s.levels}))
@@ -257,8 +259,11 @@ def summarize_paths(
         if out_dir:
             write_index(out_dir, report.done + report.reused, report.failed)
         done_count += 1
+        if not reused:
+            tokens_done += s.tokens
         if on_progress:
-            on_progress("documents", done_count, len(files))
+            rate = tokens_done / max(1e-9, time.perf_counter() - started)
+            on_progress("documents", done_count, len(files), f"{rate:,.0f} tok/s")
 
     batch: list[tuple[Path, Document, Path, int]] = []
 
