@@ -328,24 +328,52 @@ def ask(
         context += numbered(passages, offset)
         streamed = on_text if first == room else None
         text = generate(context, stream=streamed is not None)
+        whole: list[Document] | None = None
         if UNANSWERED.search(text) and first < room:
             escalated = True
-            reasons.append(f"SELF-ROUTE: the answer from {first} tokens of passages said the "
-                           f"sources lack it; retried with the full {room}-token budget")
-            passages, secs = rag_passages(search_index, question, room, eng.count, allowed)
-            timings["retrieve_s"] += secs
-            text = generate(numbered(passages, offset))
+            fits = r == "rag" and (doc_tokens is None or doc_tokens <= room)
+            whole = _stuffable(docs, index, room, eng.count) if fits else None
+            if whole is not None:  # SELF-ROUTE proper: the whole fits, so give the model all of it
+                reasons.append(f"SELF-ROUTE: the answer from {first} tokens of passages said the "
+                               f"sources lack it; the documents fit the {room}-token budget, so "
+                               f"they were stuffed whole and asked again")
+                text = generate(stuff_context(whole))
+            else:
+                reasons.append(f"SELF-ROUTE: the answer from {first} tokens of passages said the "
+                               f"sources lack it; retried with the full {room}-token budget")
+                passages, secs = rag_passages(search_index, question, room, eng.count, allowed)
+                timings["retrieve_s"] += secs
+                lead = stuff_context(stuffed) + "\n\n" if stuffed else ""
+                text = generate(lead + numbered(passages, offset))
         elif not streamed and on_text:
             on_text(text)
-        sources = [Source(i, d.path, None, "", 1.0) for i, d in enumerate(stuffed, 1)] + [
-            Source(offset + i, p.path, p.page, p.heading, p.score)
-            for i, p in enumerate(passages, 1)]
-        sources = _cited_first(text, sources)
+        if whole is not None:
+            sources = attribute(text, whole, question)
+        else:
+            sources = [Source(i, d.path, None, "", 1.0) for i, d in enumerate(stuffed, 1)] + [
+                Source(offset + i, p.path, p.page, p.heading, p.score)
+                for i, p in enumerate(passages, 1)]
+            sources = _cited_first(text, sources)
     return Answer(
         answer=text, route=r, escalated=escalated, sources=tuple(sources), tokens=tokens,
         timings=timings, model=str(eng.path), plan=plan_report(eng.arch, eng.plan)["plan"],
         reasons=tuple(reasons),
     )
+
+
+def _stuffable(docs: list[Document], index, room: int, count: Callable[[str], int]):
+    """All candidate documents (given and indexed), if together they fit `room` tokens, else None."""
+    total, found = 0, list(docs)
+    if index is not None:
+        c = index.store.counts()
+        if c["tokens"] > 2 * room:  # far too large: do not read the whole index to find out
+            return None
+        found += [index.store.document(d.path) for d in index.store.documents()]
+    for d in found:
+        total += count(stuff_context([d]))
+        if total > room:
+            return None
+    return found or None
 
 
 def _cited_first(answer: str, sources: list[Source]) -> list[Source]:

@@ -407,29 +407,57 @@ def bench(
     sizes: Annotated[str, typer.Option("--sizes", help="Vector counts for search latency.")] = "10000,100000,1000000",
     ctx: Annotated[str, typer.Option("--ctx", help="Contexts for prefill/decode/TTFT.")] = "2048,4096",
     kv: Annotated[str, typer.Option("--kv", help="KV cache types.")] = "f16",
+    corpus: Annotated[Optional[list[str]], typer.Option(
+        "--corpus", help="Files or folders to time indexing on (default: the bundled haystack).")] = None,
+    only: Annotated[str, typer.Option("--only", help="Parts to run: index,search,engine.")] = "index,search,engine",
     model: ModelOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Search latency at several corpus sizes, and engine speed (prefill, decode, cold/warm TTFT)."""
-    from lcdoc.eval.bench import bench_vector_search, machine
+    """Indexing throughput, search latency at several corpus sizes, and engine speed (prefill, decode, TTFT)."""
+    import tempfile
+
+    from lcdoc.errors import UsageError
+    from lcdoc.eval.bench import bench_indexing, bench_vector_search, machine
     from lcdoc.eval.niah import parse_list
     from lcdoc.eval.speed import bench_engine, markdown_table
     from lcdoc.index.vectors import choose_kind
+    from lcdoc.settings import load_settings
 
+    parts = {p.strip() for p in only.split(",") if p.strip()}
+    if not parts or parts - {"index", "search", "engine"}:
+        raise UsageError(f"--only {only}: choose from index, search, engine")
+    indexing = None
+    if "index" in parts:
+        with tempfile.TemporaryDirectory(prefix="lcdoc-bench-") as work:
+            console.log("bench: timing text extraction and indexing")
+            indexing = bench_indexing(list(corpus or []), work, load_settings().embed_model)
     rows = []
-    for n in parse_list(sizes):
-        rows += bench_vector_search([n], kinds=(choose_kind(n),))
-    speed = bench_engine(str(model) if model else None, parse_list(ctx), kv.split(","), 32)
+    if "search" in parts:
+        for n in parse_list(sizes):
+            rows += bench_vector_search([n], kinds=(choose_kind(n),))
+    speed = []
+    if "engine" in parts:
+        speed = bench_engine(str(model) if model else None, parse_list(ctx), kv.split(","), 32)
     if as_json:
-        print(json.dumps({"machine": machine(), "search": [r.as_dict() for r in rows],
+        print(json.dumps({"machine": machine(), "index": indexing.as_dict() if indexing else None,
+                          "search": [r.as_dict() for r in rows],
                           "engine": [r.as_dict() for r in speed]}))
         return
     print(f"machine: {machine()}\n")
-    print("| vectors | index | p50 | p95 | build |\n|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r.n_vectors:,} | {r.kind} | {r.p50_ms:.2f} ms | {r.p95_ms:.2f} ms | {r.build_s:.1f} s |")
-    print()
-    print(markdown_table(speed))
+    if indexing:
+        r = indexing
+        print("| files | pages | chunks | tokens | seconds | pages/s | chunks/s | "
+              "extraction, 1 process | extraction, N processes |\n|---|---|---|---|---|---|---|---|---|")
+        print(f"| {r.files} | {r.pages} | {r.chunks:,} | {r.tokens:,} | {r.seconds:.1f} | "
+              f"{r.pages_per_s:.2f} | {r.chunks_per_s:.1f} | {r.extract_serial_s:.2f} s | "
+              f"{r.extract_parallel_s:.2f} s ({r.workers}) |\n")
+    if rows:
+        print("| vectors | index | p50 | p95 | build |\n|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r.n_vectors:,} | {r.kind} | {r.p50_ms:.2f} ms | {r.p95_ms:.2f} ms | {r.build_s:.1f} s |")
+        print()
+    if speed:
+        print(markdown_table(speed))
 
 
 def main() -> None:

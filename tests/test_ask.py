@@ -125,3 +125,55 @@ def test_named_file_is_stuffed_and_the_index_retrieved(tmp_path, corpus):
         x.path.endswith("note.txt") for x in a.sources)
     assert any(str(corpus) in x.path for x in a.sources)  # the index contributed passages
     assert "7341" in a.answer
+
+
+class FirstAnswerSaysMissing:
+    """The real engine, whose first answer is replaced by a refusal: the escalation's trigger,
+    made deterministic (a 135M model's refusals depend on the text); everything else is real."""
+
+    REFUSAL = "The sources do not contain the answer."
+
+    def __init__(self, eng):
+        self.eng, self.prompts = eng, []
+
+    def __getattr__(self, name):
+        return getattr(self.eng, name)
+
+    def complete(self, prefix, suffix, **options):
+        import dataclasses
+
+        self.prompts.append(prefix)
+        c = self.eng.complete(prefix, suffix, **options)
+        return dataclasses.replace(c, text=self.REFUSAL) if len(self.prompts) == 1 else c
+
+
+@pytest.mark.slow
+def test_self_route_escalates_to_stuffing_when_the_document_fits(tmp_path, settings):
+    from lcdoc.engine.llm import Engine
+
+    eng = FirstAnswerSaysMissing(Engine(n_ctx=4096, cache_dir=tmp_path / "pc"))
+    f = tmp_path / "doc.txt"
+    f.write_text(haystack(0.5, 9000))  # ~2.3K tokens: over the 1K first pass, within the budget
+    a = ask(QUESTION, [str(f)], mode="rag", engine=eng, settings=settings)
+    assert a.route == "rag" and a.escalated
+    assert len(eng.prompts) == 2 and any("stuffed whole" in r for r in a.reasons)
+    first, second = (eng.eng.count(p) for p in eng.prompts)
+    assert second > first + 500 and NEEDLE in eng.prompts[1]
+    assert "7341" in a.answer and a.sources[0].path.endswith("doc.txt")
+    assert a.as_json()["escalated"] is True
+
+
+@pytest.mark.slow
+def test_self_route_widens_retrieval_when_the_document_does_not_fit(tmp_path, settings):
+    from lcdoc.engine.llm import Engine
+
+    pages = [" ".join(FILLER[(i + j) % 5] for j in range(5)) for i in range(90)]
+    pages[60] += " " + NEEDLE
+    pdf = make_pdf(tmp_path / "manual.pdf", pages)
+    eng = FirstAnswerSaysMissing(Engine(n_ctx=4096, cache_dir=tmp_path / "pc"))
+    a = ask(QUESTION, [str(pdf)], engine=eng, settings=settings)
+    assert a.route == "rag" and a.escalated
+    assert any("full" in r and "budget" in r for r in a.reasons)
+    first, second = (eng.eng.count(p) for p in eng.prompts)
+    assert second > 2 * first  # the wider budget, neighbours included
+    assert NEEDLE in eng.prompts[1] and any(s.page == 61 for s in a.sources)

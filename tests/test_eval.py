@@ -1,7 +1,6 @@
 """The evaluation instruments: NIAH grid and heat map, retrieval recall per retriever."""
 
 import csv
-from pathlib import Path
 
 import pytest
 

@@ -84,3 +84,23 @@ def test_walk_include_and_exclude_globs(tmp_path):
         (tmp_path / n).write_text("text")
     files, _ = walk_paths([tmp_path], include=("*.md",), exclude=("drafts/*",))
     assert [f.name for f in files] == ["a.md"]
+
+
+def test_one_large_pdf_is_split_across_processes_without_changing_its_text(tmp_path, monkeypatch):
+    from lcdoc.index import build
+    from tests.conftest import FILLER
+
+    pages = [f"Page marker {i}. " + " ".join(FILLER[(i + j) % 5] for j in range(3)) for i in range(70)]
+    pdf = make_pdf(tmp_path / "big.pdf", pages)
+    bad = tmp_path / "bad.pdf"
+    bad.write_bytes(b"%PDF-1.4\n" + b"\x00garbage" * 4000)
+    monkeypatch.setattr(build, "SPLIT_MIN_BYTES", 0)  # real manuals are MBs; this one is small
+    monkeypatch.setattr(build, "MIN_PAGES", 16)
+    ranges = build._page_ranges(pdf, 2)
+    assert len(ranges) == 4 and ranges[0][0] == 0 and ranges[-1][1] == 70
+    got = dict(build._load_all([pdf, bad], 2))
+    whole = load_path(pdf)
+    assert got[pdf].text == whole.text and got[pdf].page_starts == whole.page_starts
+    assert got[pdf].sha256 == whole.sha256  # the incremental check sees the same file
+    assert "Page marker 69." in got[pdf].text[got[pdf].page_starts[69]:]
+    assert isinstance(got[bad], InputFileError) and "bad.pdf" in str(got[bad])

@@ -84,3 +84,58 @@ def machine() -> str:
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, {platform.system()} {platform.release()}"
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    """One indexing run: what was read, how fast, and text extraction alone, serial vs parallel."""
+
+    files: int
+    pages: int
+    chunks: int
+    tokens: int
+    seconds: float
+    pages_per_s: float
+    chunks_per_s: float
+    workers: int
+    extract_serial_s: float
+    extract_parallel_s: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def bench_indexing(paths: list[str], work: str, embed_model=None,
+                   workers: int | None = None) -> IndexRow:
+    """Index `paths` into a fresh index under `work`; time extraction with 1 and N processes first."""
+    import os
+    from pathlib import Path
+
+    from lcdoc.eval.haystack import default_haystack
+    from lcdoc.index import Index, update_index
+    from lcdoc.index.build import _load_all
+    from lcdoc.ingest import walk_paths
+
+    root = Path(work)
+    root.mkdir(parents=True, exist_ok=True)
+    if not paths:  # the bundled haystack, as four text files
+        text = default_haystack(400_000)
+        step = len(text) // 4
+        paths = []
+        for i in range(4):
+            f = root / f"haystack-{i}.txt"
+            f.write_text(text[i * step:(i + 1) * step])
+            paths.append(str(f))
+    workers = workers or os.cpu_count() or 1
+    files, _ = walk_paths(paths, (), ())
+    timed = {}
+    for n in (1, workers):  # side by side in one run, serial first
+        t0 = time.perf_counter()
+        for _ in _load_all(list(files), n):
+            pass
+        timed[n] = time.perf_counter() - t0
+    index = Index.open(str(root / "index"), create=True, embed_model=embed_model)
+    report = update_index(index, paths, workers=workers)
+    secs = max(report.seconds, 1e-9)
+    return IndexRow(report.indexed, report.pages, report.chunks, report.tokens, report.seconds,
+                    report.pages / secs, report.chunks / secs, workers, timed[1], timed[workers])

@@ -110,7 +110,8 @@ def html_to_text(html: str) -> str:
     return parser.text()
 
 
-def _pdf_pages(data: bytes, name: str) -> list[str]:
+def _pdf_reader(data: bytes, name: str):
+    """An opened (and, for an empty user password, decrypted) pypdf reader, or InputFileError."""
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
@@ -126,18 +127,67 @@ def _pdf_pages(data: bytes, name: str) -> list[str]:
                 raise InputFileError(name, f"encrypted PDF that cannot be opened ({e})") from e
             if not ok:
                 raise InputFileError(name, "encrypted PDF (a password is needed)")
-        pages = []
-        for page in reader.pages:
-            try:
-                pages.append(page.extract_text() or "")
-            except Exception:  # one bad page must not lose the rest of the document
-                pages.append("")
-        return pages
+        len(reader.pages)  # walks the page tree: a broken one fails here, not half-way
+        return reader
     except InputFileError:
         raise
-    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, OSError,
-            RecursionError, IndexError, AssertionError) as e:
+    except _PDF_ERRORS + (PdfReadError,) as e:
         raise InputFileError(name, f"not a readable PDF ({type(e).__name__}: {e})") from e
+
+
+_PDF_ERRORS = (ValueError, KeyError, TypeError, AttributeError, OSError, RecursionError,
+               IndexError, AssertionError)
+
+
+def _pdf_pages(data: bytes, name: str, lo: int = 0, hi: int | None = None) -> list[str]:
+    """Text of pages lo..hi-1 (all by default); a page that fails to extract is empty, not fatal."""
+    reader = _pdf_reader(data, name)
+    pages = []
+    try:
+        chosen = reader.pages[lo:hi]
+    except _PDF_ERRORS as e:
+        raise InputFileError(name, f"not a readable PDF ({type(e).__name__}: {e})") from e
+    for page in chosen:
+        try:
+            pages.append(page.extract_text() or "")
+        except Exception:  # one bad page must not lose the rest of the document
+            pages.append("")
+    return pages
+
+
+def _pdf_bytes(path: str | Path) -> bytes:
+    data = _read(path)
+    if str(path).lower().endswith(".gz") or data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as e:
+            raise InputFileError(str(path), f"corrupt gzip data ({e})") from e
+    if not data.lstrip()[:5] == b"%PDF-":
+        raise InputFileError(str(path), "not a PDF (no %PDF- header)")
+    return data
+
+
+def pdf_page_count(path: str | Path) -> int:
+    """Pages in a PDF on disk, so one large PDF can be extracted by several processes."""
+    return len(_pdf_reader(_pdf_bytes(path), str(path)).pages)
+
+
+def pdf_page_range(path: str | Path, lo: int, hi: int) -> list[str]:
+    """Text of pages lo..hi-1 of a PDF on disk (top-level so a process pool can run it)."""
+    return _pdf_pages(_pdf_bytes(path), str(path), lo, hi)
+
+
+def pdf_document(name: str, sha256: str, pages: list[str]) -> Document:
+    """A PDF Document from its pages' text, page starts kept for citations."""
+    pages = [_clean(p) for p in pages]
+    starts, pos = [], 0
+    for p in pages:
+        starts.append(pos)
+        pos += len(p) + 2  # the "\n\n" that joins pages
+    text = "\n\n".join(pages)
+    if not text.strip():
+        raise InputFileError(name, f"no extractable text in {len(pages)} page(s) (scanned images?)")
+    return Document(name, text, "pdf", sha256, tuple(starts))
 
 
 def _clean(text: str) -> str:
@@ -161,16 +211,7 @@ def load_bytes(data: bytes, name: str, kind: str | None = None) -> Document:
     if kind == "pdf":
         if not data.lstrip()[:5] == b"%PDF-":
             raise InputFileError(name, "not a PDF (no %PDF- header)")
-        pages = [_clean(p) for p in _pdf_pages(data, name)]
-        starts, parts, pos = [], [], 0
-        for p in pages:
-            starts.append(pos)
-            parts.append(p)
-            pos += len(p) + 2  # the "\n\n" that joins pages
-        text = "\n\n".join(parts)
-        if not text.strip():
-            raise InputFileError(name, f"no extractable text in {len(pages)} page(s) (scanned images?)")
-        return Document(name, text, "pdf", sha, tuple(starts))
+        return pdf_document(name, sha, _pdf_pages(data, name))
     if looks_binary(data):
         raise InputFileError(name, "binary file, not text")
     text = _clean(decode_text(data))
@@ -183,16 +224,18 @@ def load_bytes(data: bytes, name: str, kind: str | None = None) -> Document:
 
 def load_path(path: str | Path) -> Document:
     """Document from a file on disk (top-level so a process pool can run it)."""
-    p = Path(path)
+    return load_bytes(_read(path), str(path))
+
+
+def _read(path: str | Path) -> bytes:
     try:
-        data = p.read_bytes()
+        return Path(path).read_bytes()
     except FileNotFoundError as e:
         raise InputFileError(str(path), "no such file") from e
     except IsADirectoryError as e:
         raise InputFileError(str(path), "is a directory") from e
     except OSError as e:
         raise InputFileError(str(path), f"cannot read ({e.strerror})") from e
-    return load_bytes(data, str(path))
 
 
 def load_stdin(name: str = "<stdin>") -> Document:
