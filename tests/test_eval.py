@@ -63,3 +63,23 @@ def test_hybrid_recall_is_measured_for_each_retriever(tmp_path):
     for r in rows.values():
         assert 0 <= r.recall_at_1 <= r.recall_at_5 <= r.recall_at_10 <= 1 and r.queries == 8
     assert rows["hybrid"].recall_at_10 >= 0.75  # planted facts are findable
+
+
+@pytest.mark.slow
+def test_bench_indexing_reports_pages_chunks_and_both_extraction_times(tmp_path, corpus):
+    from lcdoc.eval.bench import bench_indexing
+
+    r = bench_indexing([str(corpus)], str(tmp_path / "work"), workers=2)
+    assert r.files == len([p for p in corpus.rglob("*") if p.is_file()])
+    assert r.pages > 0 and r.chunks > 0 and r.tokens > r.chunks
+    assert r.chunks_per_s == pytest.approx(r.chunks / r.seconds)
+    assert r.extract_serial_s > 0 and r.extract_parallel_s > 0 and r.workers == 2
+
+
+def test_bench_rejects_unknown_parts():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "lcdoc", "bench", "--only", "index,gpu"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "--only index,gpu" in r.stderr
