@@ -49,3 +49,9 @@ def test_rst_underlines_and_numbered_pdf_headings_are_found():
     assert [(lvl, t) for _, lvl, t in find_headings(rst, "rst")] == [(1, "Title"), (2, "Sub")]
     pdf = "2.1 Installation\nRun it.\n3. Turn the key and wait.\n"
     assert [t for *_, t in find_headings(pdf, "pdf")] == ["2.1 Installation"]
+
+
+def test_table_of_contents_lines_are_not_headings():
+    toc = ("Contents\n1 Definition of CRC 2\n3.1 Incremental CRC computation . . . . . . . 4\n"
+           "4.3. Memcheck Command-Line Options ........ 65\n\n2 Related work\nText of it.\n")
+    assert [t for *_, t in find_headings(toc, "pdf")] == ["2 Related work"]

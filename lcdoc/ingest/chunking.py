@@ -16,6 +16,8 @@ from lcdoc.ingest.document import Document
 
 # Lines that open a section: Markdown ATX, numbered headings as PDFs and manuals print them.
 ATX = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.M)
+# A table-of-contents line: dot leaders, or a title followed by its page number.
+TOC_LINE = re.compile(r"(\s*\.){3,}\s*\d*$|\s\d{1,4}$")
 NUMBERED = re.compile(r"^((?:\d+\.)*\d+)\.?[ \t]+([A-Z][^\n]{1,80})$", re.M)
 UNDERLINE = re.compile(r"^([^\n]{2,100})\n([=\-~^*#+`:'\"])\2{2,}[ \t]*$", re.M)
 FENCE = re.compile(r"^```.*?^```", re.M | re.S)
@@ -103,6 +105,8 @@ def find_headings(text: str, kind: str) -> list[tuple[int, int, str]]:
             words = title.split()
             # A numbered list item reads as a sentence; a heading is short and unpunctuated.
             if len(words) > 10 or title[-1] in ".,;:)" or m.start() in found:
+                continue
+            if TOC_LINE.search(title):  # "3.1 Incremental CRC . . . . 4": a contents entry
                 continue
             level = m.group(1).count(".") + 1
             found[m.start()] = (m.start(), level, f"{m.group(1)} {title}")
