@@ -15,6 +15,7 @@ from lcdoc.errors import InputFileError, UsageError
 from lcdoc.index.index import Index
 from lcdoc.index.lock import WriteLock
 from lcdoc.ingest import Chunk, Document, Skipped, chunk_document, load_path, walk_paths
+from lcdoc.ingest.chunking import CHUNKER_VERSION
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -153,7 +154,7 @@ def update_index(
         report.skipped = skipped
         report.files_seen = len(files) + len(skipped)
         existing = {d.path: d for d in store.documents()}
-        chunking = f"{chunk_tokens}/{chunk_overlap}"
+        chunking = f"v{CHUNKER_VERSION}:{chunk_tokens}/{chunk_overlap}"
         rechunk = store.get_meta("chunking") not in (None, chunking)
 
         todo: list[Path] = []

@@ -16,6 +16,8 @@ from lcdoc.ingest.document import Document
 
 # Lines that open a section: Markdown ATX, numbered headings as PDFs and manuals print them.
 ATX = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.M)
+# Bumped when chunk boundaries or headings change: indexes built before are re-chunked.
+CHUNKER_VERSION = 2
 # A table-of-contents line: dot leaders, or a title followed by its page number.
 TOC_LINE = re.compile(r"(\s*\.){3,}\s*\d*$|\s\d{1,4}$")
 NUMBERED = re.compile(r"^((?:\d+\.)*\d+)\.?[ \t]+([A-Z][^\n]{1,80})$", re.M)
