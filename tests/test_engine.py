@@ -51,3 +51,12 @@ def test_cached_and_uncached_answers_are_identical(tmp_path):
     b = eng.complete(pre, suf, max_tokens=24, stop=stops).text  # prefill + snapshot
     c = eng.complete(pre, suf, max_tokens=24, stop=stops).text  # restored
     assert a == b == c and a.strip()
+
+
+def test_a_looping_answer_is_cut_where_the_repeat_begins():
+    from lcdoc.engine.llm import repeat_start
+
+    once = "The planner keeps the native context when the request fits, and says so in the plan. "
+    assert repeat_start(once) == -1
+    assert repeat_start(once + "Then it stops.") == -1
+    assert repeat_start("Intro:\n" + once + once[:70]) == len("Intro:\n" + once)

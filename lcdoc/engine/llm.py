@@ -79,6 +79,25 @@ class Tokenizer:
         return self.llm.detokenize(tokens).decode("utf-8", errors="replace")
 
 
+# A small model greedy-decoding can fall into a loop, repeating a sentence until max_tokens. A
+# span this long that the answer already contains verbatim is taken for one: generation stops and
+# the repeat is cut. Prose rarely repeats 64 characters exactly; lists and code may, rarely.
+REPEAT_SPAN = 64
+
+
+def repeat_start(text: str, span: int = REPEAT_SPAN) -> int:
+    """Where the answer's tail starts repeating an earlier span of itself verbatim, or -1."""
+    if len(text) < 2 * span:
+        return -1
+    cut = len(text) - span
+    p = text.find(text[cut:], 0, cut)
+    if p < 0:
+        return -1
+    while p > 0 and text[p - 1] == text[cut - 1]:  # back to where the repeat began
+        p, cut = p - 1, cut - 1
+    return cut
+
+
 @dataclass(frozen=True)
 class Completion:
     """A generated answer and what it cost."""
@@ -254,6 +273,9 @@ class Engine:
         vocab = self.llm._model.vocab
         stops = [x for x in (stop or []) if x]
         hold = max((len(x) for x in stops), default=1) - 1  # text that may begin a stop string
+        guard = not ignore_eos
+        if guard:  # hold back what a repeat would cut, so the stream never shows it
+            hold = max(hold, REPEAT_SPAN)
         text, shown, raw = "", 0, b""
         first, finish, n_out = None, "length", 0
         gen = self.llm.generate(tokens, top_k=1 if temperature == 0 else 40, temp=temperature,
@@ -276,11 +298,13 @@ class Engine:
             hit = min((i for i in (text.find(x) for x in stops) if i >= 0), default=-1)
             if hit >= 0:
                 text, finish = text[:hit], "stop"
+            elif guard and (cut := repeat_start(text)) >= 0:
+                text, finish = text[:cut].rstrip(), "repetition"
             if on_text and len(text) - hold > shown:
-                upto = len(text) if finish == "stop" else len(text) - hold
+                upto = len(text) if finish != "length" else len(text) - hold
                 on_text(text[shown:upto])
                 shown = upto
-            if finish == "stop" or n_out >= max_tokens:
+            if finish != "length" or n_out >= max_tokens:
                 break
         gen.close()
         end = time.perf_counter()

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lcdoc.engine.llm import repeat_start
+
 # The same repetition penalty as Engine.complete (llama.cpp's rule: divide positive logits,
 # multiply negative ones), over the same window, so batched and single answers agree in kind.
 REPEAT_PENALTY = 1.1
@@ -128,6 +130,8 @@ class ParallelDecoder:
                 texts[s] = self.engine.llm.detokenize(outs[s]).decode("utf-8", errors="ignore")
                 hit = min((i for i in (texts[s].find(x) for x in group[s].stops if x) if i >= 0),
                           default=-1)
+                if hit < 0:
+                    hit = repeat_start(texts[s])
                 if hit >= 0:
                     texts[s] = texts[s][:hit]
                     active.discard(s)
