@@ -263,13 +263,13 @@ def ask(
                               f"the question and a {answer_tokens}-token answer")
 
     doc_tokens = sum(eng.count(stuff_context([d])) for d in docs) if docs else None
-    index_tokens = None
+    index_tokens, index_docs = None, None
     if index is not None:
         c = index.store.counts()
         index_tokens = c["tokens"] + 12 * c["chunks"]
-        if index_tokens < 2 * budget:  # near the line: count exactly in the model's tokens
-            index_tokens = sum(eng.count(index.store.document(d.path).text)
-                               for d in index.store.documents())
+        if index_tokens < 2 * budget:  # near the line: read it and count exactly, as stuffed
+            index_docs = _all_documents(index)
+            index_tokens = sum(eng.count(stuff_context([d])) for d in index_docs)
     route = choose_route(question, budget, doc_tokens, index_tokens, mode)
     if on_route:
         on_route(route)
@@ -291,17 +291,17 @@ def ask(
     escalated = False
     r = route.route
     if r == "stuff":
-        if index is not None and not docs:
-            docs = [index.store.document(d.path) for d in index.store.documents()]
-        if doc_tokens is not None and doc_tokens > budget or \
-                sum(eng.count(stuff_context([d])) for d in docs) > budget:
-            raise DoesNotFitError(f"--mode stuff: the documents ({route.doc_tokens} tokens) do not "
+        total = doc_tokens if docs else index_tokens  # named files, else the whole index
+        if total > budget:
+            raise DoesNotFitError(f"--mode stuff: the documents ({total} tokens) do not "
                                   f"fit the {budget}-token budget of a {eng.n_ctx}-token context")
+        if not docs:
+            docs = index_docs if index_docs is not None else _all_documents(index)
         text = generate(stuff_context(docs))
         sources = attribute(text, docs, question)
     elif r == "map-reduce":
-        if index is not None and not docs:
-            docs = [index.store.document(d.path) for d in index.store.documents()]
+        if not docs:
+            docs = index_docs if index_docs is not None else _all_documents(index)
         text, sources = map_reduce(question, docs, eng, budget, generate_fn=generate, on_text=on_text)
     else:
         # rag (and hybrid): first a modest retrieval budget, the SELF-ROUTE escalation after.
@@ -331,8 +331,10 @@ def ask(
         whole: list[Document] | None = None
         if UNANSWERED.search(text) and first < room:
             escalated = True
-            fits = r == "rag" and (doc_tokens is None or doc_tokens <= room)
-            whole = _stuffable(docs, index, room, eng.count) if fits else None
+            if r == "rag" and (doc_tokens or 0) + (index_tokens or 0) <= room:
+                whole = list(docs)
+                if index is not None:
+                    whole += index_docs if index_docs is not None else _all_documents(index)
             if whole is not None:  # SELF-ROUTE proper: the whole fits, so give the model all of it
                 reasons.append(f"SELF-ROUTE: the answer from {first} tokens of passages said the "
                                f"sources lack it; the documents fit the {room}-token budget, so "
@@ -343,8 +345,7 @@ def ask(
                                f"sources lack it; retried with the full {room}-token budget")
                 passages, secs = rag_passages(search_index, question, room, eng.count, allowed)
                 timings["retrieve_s"] += secs
-                lead = stuff_context(stuffed) + "\n\n" if stuffed else ""
-                text = generate(lead + numbered(passages, offset))
+                text = generate(numbered(passages))  # rag only: hybrid's first pass is already full
         elif not streamed and on_text:
             on_text(text)
         if whole is not None:
@@ -361,19 +362,9 @@ def ask(
     )
 
 
-def _stuffable(docs: list[Document], index, room: int, count: Callable[[str], int]):
-    """All candidate documents (given and indexed), if together they fit `room` tokens, else None."""
-    total, found = 0, list(docs)
-    if index is not None:
-        c = index.store.counts()
-        if c["tokens"] > 2 * room:  # far too large: do not read the whole index to find out
-            return None
-        found += [index.store.document(d.path) for d in index.store.documents()]
-    for d in found:
-        total += count(stuff_context([d]))
-        if total > room:
-            return None
-    return found or None
+def _all_documents(index) -> list[Document]:
+    """Every document of an index, whole, for stuffing or a map-reduce."""
+    return [index.store.document(d.path) for d in index.store.documents()]
 
 
 def _cited_first(answer: str, sources: list[Source]) -> list[Source]:

@@ -98,7 +98,7 @@ def test_one_large_pdf_is_split_across_processes_without_changing_its_text(tmp_p
     monkeypatch.setattr(build, "MIN_PAGES", 16)
     ranges = build._page_ranges(pdf, 2)
     assert len(ranges) == 4 and ranges[0][0] == 0 and ranges[-1][1] == 70
-    got = dict(build._load_all([pdf, bad], 2))
+    got = dict(build.load_all([pdf, bad], 2))
     whole = load_path(pdf)
     assert got[pdf].text == whole.text and got[pdf].page_starts == whole.page_starts
     assert got[pdf].sha256 == whole.sha256  # the incremental check sees the same file

@@ -273,7 +273,7 @@ class Engine:
         vocab = self.llm._model.vocab
         stops = [x for x in (stop or []) if x]
         hold = max((len(x) for x in stops), default=1) - 1  # text that may begin a stop string
-        guard = not ignore_eos
+        guard = not ignore_eos  # a benchmark that forces a length wants no early stop either
         if guard:  # hold back what a repeat would cut, so the stream never shows it
             hold = max(hold, REPEAT_SPAN)
         text, shown, raw = "", 0, b""

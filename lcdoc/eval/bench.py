@@ -113,7 +113,7 @@ def bench_indexing(paths: list[str], work: str, embed_model=None,
 
     from lcdoc.eval.haystack import default_haystack
     from lcdoc.index import Index, update_index
-    from lcdoc.index.build import _load_all
+    from lcdoc.index.build import load_all
     from lcdoc.ingest import walk_paths
 
     root = Path(work)
@@ -131,7 +131,7 @@ def bench_indexing(paths: list[str], work: str, embed_model=None,
     timed = {}
     for n in (1, workers):  # side by side in one run, serial first
         t0 = time.perf_counter()
-        for _ in _load_all(list(files), n):
+        for _ in load_all(list(files), n):
             pass
         timed[n] = time.perf_counter() - t0
     index = Index.open(str(root / "index"), create=True, embed_model=embed_model)

@@ -78,12 +78,13 @@ def _page_ranges(path: Path, workers: int) -> list[tuple[int, int]] | None:
     return [(lo, min(n, lo + step)) for lo in range(0, n, step)]
 
 
-def _load_all(paths: list[Path], workers: int) -> Iterator[tuple[Path, Document | InputFileError]]:
-    """Load documents, PDFs in parallel processes (pypdf is pure Python and CPU-bound)."""
+def load_all(paths: list[Path], workers: int) -> Iterator[tuple[Path, Document | InputFileError]]:
+    """Read documents, PDFs in parallel processes (pypdf is pure Python and CPU-bound)."""
     from lcdoc.ingest.loaders import pdf_document, pdf_page_range
 
-    pdfs = [p for p in paths if p.name.lower().endswith((".pdf", ".pdf.gz"))]
-    others = [p for p in paths if p not in set(pdfs)]
+    is_pdf = [p.name.lower().endswith((".pdf", ".pdf.gz")) for p in paths]
+    pdfs = [p for p, pdf in zip(paths, is_pdf) if pdf]
+    others = [p for p, pdf in zip(paths, is_pdf) if not pdf]
     if workers < 2 or not pdfs:
         pdfs, others = [], others + pdfs
     sizes = {}
@@ -93,8 +94,8 @@ def _load_all(paths: list[Path], workers: int) -> Iterator[tuple[Path, Document 
         except OSError:
             sizes[p] = 0
     share = sum(sizes.values()) / max(1, workers)
-    big = [p for p in pdfs if sizes[p] >= SPLIT_MIN_BYTES and sizes[p] > share]
-    plan = [(p, _page_ranges(p, workers) if p in big else None) for p in pdfs]
+    plan = [(p, _page_ranges(p, workers) if sizes[p] >= SPLIT_MIN_BYTES and sizes[p] > share
+             else None) for p in pdfs]
     tasks = sum(len(r) if r else 1 for _, r in plan)
     if tasks < 2:  # one small PDF: a process pool would cost more than it saves
         others, plan = others + pdfs, []
@@ -212,7 +213,7 @@ def update_index(
 
         try:
             n_pending = 0
-            for i, (path, result) in enumerate(_load_all(todo, workers), 1):
+            for i, (path, result) in enumerate(load_all(todo, workers), 1):
                 if on_progress:
                     on_progress("reading", i, len(todo))
                 if isinstance(result, InputFileError):

@@ -155,16 +155,24 @@ def _pdf_pages(data: bytes, name: str, lo: int = 0, hi: int | None = None) -> li
     return pages
 
 
-def _pdf_bytes(path: str | Path) -> bytes:
-    data = _read(path)
-    if str(path).lower().endswith(".gz") or data[:2] == b"\x1f\x8b":
+def _gunzip(data: bytes, name: str) -> bytes:
+    """The bytes inside a .gz file (Debian ships its manuals gzipped); other bytes unchanged."""
+    if name.lower().endswith(".gz") or data[:2] == b"\x1f\x8b":
         try:
-            data = gzip.decompress(data)
+            return gzip.decompress(data)
         except (OSError, EOFError) as e:
-            raise InputFileError(str(path), f"corrupt gzip data ({e})") from e
-    if not data.lstrip()[:5] == b"%PDF-":
-        raise InputFileError(str(path), "not a PDF (no %PDF- header)")
+            raise InputFileError(name, f"corrupt gzip data ({e})") from e
     return data
+
+
+def _check_pdf(data: bytes, name: str) -> bytes:
+    if not data.lstrip()[:5] == b"%PDF-":
+        raise InputFileError(name, "not a PDF (no %PDF- header)")
+    return data
+
+
+def _pdf_bytes(path: str | Path) -> bytes:
+    return _check_pdf(_gunzip(_read(path), str(path)), str(path))
 
 
 def pdf_page_count(path: str | Path) -> int:
@@ -198,20 +206,14 @@ def _clean(text: str) -> str:
 def load_bytes(data: bytes, name: str, kind: str | None = None) -> Document:
     """Document from raw bytes; `name` is what errors and citations call it."""
     sha = hashlib.sha256(data).hexdigest()
-    if name.lower().endswith(".gz") or data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as e:
-            raise InputFileError(name, f"corrupt gzip data ({e})") from e
+    data = _gunzip(data, name)
     kind = kind or kind_for(name)
     if data[:5] == b"%PDF-":
         kind = "pdf"
     if not data.strip():
         raise InputFileError(name, "empty file")
     if kind == "pdf":
-        if not data.lstrip()[:5] == b"%PDF-":
-            raise InputFileError(name, "not a PDF (no %PDF- header)")
-        return pdf_document(name, sha, _pdf_pages(data, name))
+        return pdf_document(name, sha, _pdf_pages(_check_pdf(data, name), name))
     if looks_binary(data):
         raise InputFileError(name, "binary file, not text")
     text = _clean(decode_text(data))
