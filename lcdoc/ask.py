@@ -56,15 +56,30 @@ class Answer:
     model: str
     plan: dict
     reasons: tuple[str, ...] = field(default=())
+    failed: tuple[tuple[str, str], ...] = field(default=())  # (path, problem) of unreadable files
+    server: bool = False  # answered by a running `lcdoc serve`
+    # The in-process engine that answered, so the caller can save its state after printing.
+    engine: object = field(default=None, repr=False, compare=False)
 
     def as_json(self) -> dict:
         return {
             "answer": self.answer, "route": self.route, "escalated": self.escalated,
-            "sources": [{"path": s.path, "page": s.page, "heading": s.heading,
+            "sources": [{"n": s.n, "path": s.path, "page": s.page, "heading": s.heading,
                          "score": round(s.score, 6)} for s in self.sources],
             "tokens": self.tokens, "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "model": self.model, "plan": self.plan, "reasons": list(self.reasons),
+            "failed": [{"path": p, "reason": r} for p, r in self.failed], "server": self.server,
         }
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Answer":
+        """The Answer a server sent (as_json's inverse, without the engine)."""
+        return cls(d["answer"], d["route"], d["escalated"],
+                   tuple(Source(x["n"], x["path"], x["page"], x["heading"], x["score"])
+                         for x in d["sources"]), d["tokens"], d["timings"], d["model"], d["plan"],
+                   tuple(d.get("reasons", ())),
+                   tuple((f["path"], f["reason"]) for f in d.get("failed", ())),
+                   bool(d.get("server")))
 
 
 @dataclass
@@ -78,13 +93,17 @@ class _Passage:
 
 
 # --- gathering ----------------------------------------------------------------------------
-def gather_documents(paths: list[str]) -> tuple[list[Document], list[tuple[str, str]]]:
-    """Documents from files, folders and '-' (stdin); (path, problem) for each that failed."""
+def gather_documents(paths: list[str], stdin_data: bytes | None = None
+                     ) -> tuple[list[Document], list[tuple[str, str]]]:
+    """Documents from files, folders and '-' (stdin, or stdin_data read already); (path, problem)
+    for each that failed."""
+    from lcdoc.ingest.loaders import load_bytes
+
     docs, failed = [], []
     plain = [p for p in paths if p != "-"]
     if "-" in paths:
         try:
-            docs.append(load_stdin())
+            docs.append(load_stdin() if stdin_data is None else load_bytes(stdin_data, "<stdin>"))
         except InputFileError as e:
             failed.append((e.path, e.problem))
     for p in plain:
@@ -230,8 +249,13 @@ def ask(
     settings=None,
     on_text: Callable[[str], None] | None = None,
     on_route: Callable[[Route], None] | None = None,
+    stdin_data: bytes | None = None,
+    history: list[tuple[str, str]] | None = None,
 ) -> Answer:
-    """Answer a question about files, stdin ('-') and/or an index, with the route chosen per query."""
+    """Answer a question about files, stdin ('-') and/or an index, with the route chosen per query.
+
+    history: earlier (question, answer) turns of a conversation about the same documents.
+    """
     from lcdoc.engine.llm import Engine
     from lcdoc.engine.plan import plan_report
     from lcdoc.index import Index
@@ -247,7 +271,7 @@ def ask(
     index = Index.open(index_name, s.index_dir, embed_model=s.embed_model) if index_name else None
     if not paths and index is None:
         raise UsageError("nothing to ask about: give files, '-' for stdin, or --index NAME")
-    docs, failed = gather_documents(paths) if paths else ([], [])
+    docs, failed = gather_documents(paths, stdin_data) if paths else ([], [])
     if paths and not docs:
         raise InputFileError(failed[0][0] if failed else paths[0],
                              failed[0][1] if failed else "no readable document")
@@ -255,7 +279,8 @@ def ask(
     eng = engine or Engine(s.model, n_ctx=s.ctx, kv_type=s.kv_type, gpu_layers=s.gpu_layers,
                            cache_dir=s.index_dir / ".prompt-cache", n_threads=s.threads)
     answer_tokens = s.answer_tokens
-    pre0, suf0, _ = eng.chat_parts(SYSTEM, "", question)
+    history = list(history or [])
+    pre0, suf0, _ = eng.chat_parts(SYSTEM, "", question, history)
     overhead = eng.count(pre0 + suf0) + 32
     budget = context_budget(eng.n_ctx, overhead, answer_tokens)
     if budget < 256:
@@ -275,13 +300,15 @@ def ask(
         on_route(route)
 
     timings = {"retrieve_s": 0.0, "prefill_s": 0.0, "generate_s": 0.0}
-    tokens = {"context": eng.n_ctx, "prompt": 0, "completion": 0}
+    # restored: prompt tokens taken from a resident or cached state rather than prefilled
+    tokens = {"context": eng.n_ctx, "prompt": 0, "restored": 0, "completion": 0}
     reasons = list(route.reasons)
 
     def generate(context: str, stream: bool = True) -> str:
-        prefix, suffix, stops = eng.chat_parts(SYSTEM, context, question)
+        prefix, suffix, stops = eng.chat_parts(SYSTEM, context, question, history)
         comp = eng.complete(prefix, suffix, max_tokens=answer_tokens, stop=stops,
                             on_text=on_text if stream else None)
+        tokens["restored"] += comp.n_cached
         timings["prefill_s"] += comp.prefill_s
         timings["generate_s"] += comp.generate_s
         tokens["prompt"] += comp.n_prompt
@@ -358,7 +385,7 @@ def ask(
     return Answer(
         answer=text, route=r, escalated=escalated, sources=tuple(sources), tokens=tokens,
         timings=timings, model=str(eng.path), plan=plan_report(eng.arch, eng.plan)["plan"],
-        reasons=tuple(reasons),
+        reasons=tuple(reasons), failed=tuple(failed), engine=None if engine else eng,
     )
 
 

@@ -25,6 +25,8 @@ IndexDirOpt = Annotated[Optional[Path], typer.Option("--index-dir", envvar="LCDO
                                                      help="Folder holding named indexes.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object on stdout, for scripts.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or logs on stderr.")]
+NoServerOpt = Annotated[bool, typer.Option("--no-server", envvar="LCDOC_NO_SERVER",
+                                           help="Work in-process even when `lcdoc serve` runs.")]
 
 
 def _settings(**flags):
@@ -100,6 +102,7 @@ def search(
     mode: Annotated[str, typer.Option("--mode", help="hybrid, bm25 or dense.")] = "hybrid",
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
+    no_server: NoServerOpt = False,
 ) -> None:
     """Hybrid search (BM25 + dense, fused by reciprocal rank) over an index."""
     from lcdoc.errors import UsageError
@@ -109,13 +112,14 @@ def search(
     if mode not in ("hybrid", "bm25", "dense"):
         raise UsageError(f"--mode {mode}: choose hybrid, bm25 or dense")
     s = _settings(index_dir=index_dir)
-    with Index.open(index, s.index_dir) as idx:
-        hits = idx.search(query, k=k, mode=mode)  # type: ignore[arg-type]
+    from lcdoc.remote import search_remote
+
+    hits = None if no_server else search_remote(query, index, k, mode, s, log=console.log)
+    if hits is None:
+        with Index.open(index, s.index_dir) as idx:
+            hits = idx.search(query, k=k, mode=mode)  # type: ignore[arg-type]
     if as_json:
-        print(json.dumps({"results": [
-            {"path": h.path, "page": h.page, "page_end": h.page_end, "heading": h.heading,
-             "text": h.text, "score": round(h.score, 6), "bm25_rank": h.bm25_rank,
-             "dense_rank": h.dense_rank} for h in hits]}))
+        print(json.dumps({"results": [h.as_json() for h in hits]}))
         return
     for n, h in enumerate(hits, 1):
         where = _display(h.path)
@@ -224,17 +228,38 @@ def ask(
     explain: Annotated[bool, typer.Option("--explain", help="Print the routing reasons on stderr.")] = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
+    no_server: NoServerOpt = False,
 ) -> None:
-    """Answer a question about files, stdin or an index, stuffing or retrieving as the query needs."""
-    from lcdoc.ask import ask as ask_fn
+    """Answer a question about files, stdin or an index, stuffing or retrieving as the query needs.
 
+    A running `lcdoc serve` answers it when there is one (the model and document states are
+    resident there); otherwise the model is loaded here.
+    """
     console.QUIET = quiet
     paths = list(paths or [])
     if not paths and index is None and not sys.stdin.isatty():
         paths = ["-"]  # `cat report.txt | lcdoc ask "..."`
     s = _settings(index_dir=index_dir, model=model, ctx=ctx, kv_type=kv, gpu_layers=gpu_layers,
                   answer_tokens=max_tokens)
+    stdin_data = sys.stdin.buffer.read() if "-" in paths else None
     stream = sys.stdout.isatty() and not as_json
+    ans = _answer(question, paths, index, mode, s, explain, stream, no_server, stdin_data)
+    if as_json:
+        print(json.dumps(ans.as_json()))
+    else:
+        if stream:
+            sys.stdout.write("\n")
+        else:
+            print(ans.answer)
+        _print_sources(ans)
+    _log_answer(ans)
+    _save_state(ans)
+
+
+def _answer(question, paths, index, mode, s, explain, stream, no_server, stdin_data, history=None,
+            engine=None):
+    """The Answer from a running server, else from a model loaded in this process."""
+    from lcdoc.remote import ask_remote
 
     def on_route(r) -> None:
         console.log(f"route: {r.route}")
@@ -246,26 +271,57 @@ def ask(
         sys.stdout.write(t)
         sys.stdout.flush()
 
-    ans = ask_fn(question, paths, index, mode, settings=s, on_text=on_text if stream else None,
-                 on_route=on_route)
+    ans = None
+    if not no_server:
+        ans = ask_remote(question, paths, index, mode, s, on_text if stream else None, on_route,
+                         stdin_data, history, log=console.log)
+    if ans is None:
+        from lcdoc.ask import ask as ask_fn
+
+        ans = ask_fn(question, paths, index, mode, settings=s, on_text=on_text if stream else None,
+                     on_route=on_route, stdin_data=stdin_data, history=history, engine=engine)
     if explain and ans.escalated:
         console.err.print(f"  - {ans.reasons[-1]}", markup=False)
-    if as_json:
-        print(json.dumps(ans.as_json()))
-        return
-    if stream:
-        sys.stdout.write("\n")
-    else:
-        print(ans.answer)
+    if explain:
+        console.err.print("  - answered by the running lcdoc server (model and document states "
+                          "resident)" if ans.server else "  - answered in this process (no "
+                          "server running; `lcdoc serve` keeps the model and documents resident)",
+                          markup=False)
+    for path, why in ans.failed:
+        console.err.print(f"lcdoc: error: {path}: {why}", markup=False, highlight=False)
+    return ans
+
+
+def _print_sources(ans) -> None:
     if ans.sources:
         print("\nSources:")
         for src in ans.sources:
             print(f"  [{src.n}] {_display(src.path)}" + (f" p. {src.page}" if src.page else "")
                   + (f" § {src.heading}" if src.heading else ""))
-    t = ans.timings
-    console.log(f"{ans.route}{' (escalated)' if ans.escalated else ''}: {ans.tokens['prompt']} prompt "
-                f"+ {ans.tokens['completion']} answer tokens; retrieve {t['retrieve_s']:.1f} s, "
-                f"prefill {t['prefill_s']:.1f} s, generate {t['generate_s']:.1f} s")
+
+
+def _log_answer(ans) -> None:
+    t, n = ans.timings, ans.tokens
+    console.log(f"{ans.route}{' (escalated)' if ans.escalated else ''}"
+                f"{', server' if ans.server else ''}: {n['prompt']} prompt tokens "
+                f"({n.get('restored', 0)} restored) + {n['completion']} answer tokens; retrieve "
+                f"{t['retrieve_s']:.1f} s, prefill {t['prefill_s']:.2f} s, generate "
+                f"{t['generate_s']:.1f} s")
+
+
+def _save_state(ans) -> None:
+    """After the answer is out: close stdout (a pipe reader is done), then save the document's
+    state for the next process, finishing the disk write before exiting."""
+    eng = getattr(ans, "engine", None)
+    if eng is None:
+        return
+    sys.stdout.flush()
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    except OSError:
+        pass
+    eng.stash_resident()
+    eng.cache.wait()
 
 
 @app.command()
@@ -288,16 +344,13 @@ def summarize(
     gpu_layers: GpuOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per document, per line.")] = False,
     quiet: QuietOpt = False,
+    no_server: NoServerOpt = False,
 ) -> None:
     """Summarise every document: stuffed when it fits, hierarchical (map-reduce) when not; resumable."""
-    from lcdoc.engine.llm import Engine
-    from lcdoc.summarize import digest as digest_fn
-    from lcdoc.summarize import summarize_paths, write_index  # noqa: F401
+    from lcdoc.remote import summarize_remote
 
     console.QUIET = quiet
     s = _settings(index_dir=index_dir, model=model, ctx=ctx, kv_type=kv, gpu_layers=gpu_layers)
-    eng = Engine(s.model, n_ctx=s.ctx, kv_type=s.kv_type, gpu_layers=s.gpu_layers,
-                 n_threads=s.threads)
 
     def on_result(sm, reused: bool) -> None:
         if as_json:
@@ -310,29 +363,153 @@ def summarize(
     def on_failure(path: str, why: str) -> None:
         console.err.print(f"lcdoc: error: {path}: {why}", markup=False, highlight=False)
 
+    options = dict(style=style, max_words=max_words, prompt=prompt, include=list(include),
+                   exclude=list(exclude), parallel=parallel, digest=digest)
     with console.progress_bar() as bar:
         try:
+            final = None if no_server else summarize_remote(
+                paths, out, s, options, on_result, on_failure, console.log, bar, log=console.log)
+            if final is not None:
+                console.log(f"summarised by the running server ({final['parallel']} side by side)")
+                _summary_digest(final.get("digest"), final.get("documents", []), out, as_json)
+                console.log(f"{final['done']} summarised, {final['reused']} reused, "
+                            f"{len(final['failed'])} failed" + (f"; written to {out}" if out else ""))
+                if final["failed"]:
+                    raise typer.Exit(1)
+                return
+            from lcdoc.engine.llm import Engine
+            from lcdoc.engine.system import probe_memory
+            from lcdoc.summarize import summarize_paths
+
+            n_seq = parallel or (4 if probe_memory().on_gpu and s.gpu_layers != 0 else 1)
+            eng = Engine(s.model, n_ctx=s.ctx, kv_type=s.kv_type, gpu_layers=s.gpu_layers,
+                         n_threads=s.threads, n_seq=n_seq)
             rep = summarize_paths(paths, eng, out, s.index_dir / ".summaries", style, max_words,
                                   prompt, tuple(include), tuple(exclude), on_result, on_failure,
-                                  console.log, bar,
-                                  parallel or (4 if eng.plan.device == "cuda" else 1))
+                                  console.log, bar, n_seq)
         except KeyboardInterrupt:
             console.log("interrupted: finished summaries are kept; run again to continue")
             raise typer.Exit(130)
     everything = rep.done + rep.reused
     if digest and everything:
-        text = digest_fn(everything, eng)
-        if out is not None:
-            (out / "digest.md").write_text("# Digest\n\n" + text + "\n\n" + "\n".join(
-                f"[{i}] {x.path}" for i, x in enumerate(everything, 1)) + "\n")
-        if as_json:
-            print(json.dumps({"digest": text, "documents": [x.path for x in everything]}))
-        else:
-            print("## Digest\n\n" + text)
+        from lcdoc.summarize import digest as digest_fn
+
+        _summary_digest(digest_fn(everything, eng), [x.path for x in everything], out, as_json)
     console.log(f"{len(rep.done)} summarised, {len(rep.reused)} reused, {len(rep.failed)} failed"
                 + (f"; written to {out}" if out else ""))
     if rep.failed:
         raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    model: ModelOpt = None,
+    ctx: CtxOpt = None,
+    kv: KvOpt = None,
+    gpu_layers: GpuOpt = None,
+    parallel: Annotated[Optional[int], typer.Option("--parallel", help="Sequences the context is "
+                                                    "planned for (default: 4 on a GPU, 1 on a CPU).")] = None,
+    idle_timeout: Annotated[float, typer.Option("--idle-timeout", help="Exit after this many seconds "
+                                                "without a request (0: never).")] = 1800.0,
+    memory_gb: Annotated[Optional[float], typer.Option("--memory-gb", help="Memory for the states of "
+                                                       "documents no longer in the context (default: "
+                                                       "half the RAM left after loading).")] = None,
+    socket_path: Annotated[Optional[Path], typer.Option("--socket", envvar="LCDOC_SOCKET",
+                                                        help="Unix socket to listen on.")] = None,
+    index_dir: IndexDirOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Keep the model, the embedder and document states resident; ask, search, summarize and chat
+    use it automatically. Listens on a Unix socket only this user can open."""
+    from lcdoc import client
+    from lcdoc.engine.plan import fmt_bytes
+    from lcdoc.serve import Server
+
+    console.QUIET = quiet
+    s = _settings(index_dir=index_dir, model=model, ctx=ctx, kv_type=kv, gpu_layers=gpu_layers)
+    path = Path(socket_path).expanduser() if socket_path else client.socket_path()
+    srv = Server(s, path, idle_timeout, int(memory_gb * 2**30) if memory_gb is not None else None,
+                 parallel, log=console.log)
+
+    def ready(d: dict) -> None:  # always printed: scripts wait for this line
+        console.err.print(
+            f"lcdoc serve: ready on {d['socket']} (pid {d['pid']}; {Path(d['model']).name}, "
+            f"n_ctx {d['n_ctx']}, KV {d['kv']}, {d['device']}, {d['n_seq']} sequence(s); document "
+            f"states up to {fmt_bytes(d['memory_budget_bytes'])} in memory; idle timeout "
+            f"{d['idle_timeout_s']:g} s)", markup=False, highlight=False)
+
+    srv.serve(on_ready=ready)
+
+
+@app.command()
+def chat(
+    paths: Annotated[Optional[list[str]], typer.Argument(help="Files or folders to talk about.")] = None,
+    index: Annotated[Optional[str], typer.Option("--index", "-i", help="Also (or only) this index.")] = None,
+    index_dir: IndexDirOpt = None,
+    mode: Annotated[str, typer.Option("--mode", help="auto, stuff, rag or hybrid (per question).")] = "auto",
+    model: ModelOpt = None,
+    ctx: CtxOpt = None,
+    kv: KvOpt = None,
+    gpu_layers: GpuOpt = None,
+    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", help="Longest answer.")] = None,
+    explain: Annotated[bool, typer.Option("--explain", help="Print the routing reasons on stderr.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per answer, per line.")] = False,
+    quiet: QuietOpt = False,
+    no_server: NoServerOpt = False,
+) -> None:
+    """Questions and follow-ups over documents or an index; the documents stay resident and each
+    answer sees the conversation so far. From a pipe: one question per line, until the end."""
+    from lcdoc.chat import ChatSession
+    from lcdoc.errors import UsageError
+
+    console.QUIET = quiet
+    paths = list(paths or [])
+    if "-" in paths:
+        raise UsageError("chat reads questions from stdin: give documents as files, not '-'")
+    s = _settings(index_dir=index_dir, model=model, ctx=ctx, kv_type=kv, gpu_layers=gpu_layers,
+                  answer_tokens=max_tokens)
+    session = ChatSession(paths, index, mode, s)
+    interactive = sys.stdin.isatty()
+    stream = sys.stdout.isatty() and not as_json
+    if interactive:
+        console.log("lcdoc chat: ask about the documents; an empty line or Ctrl-D ends")
+    while True:
+        try:
+            line = input("> ") if interactive else sys.stdin.readline()
+        except EOFError:
+            break
+        if not line:
+            break
+        question = line.strip()
+        if not question:
+            if interactive:
+                break
+            continue
+        ans = _answer(question, session.paths, index, mode, s, explain, stream,
+                      no_server or session.engine is not None, None, session.history, session.engine)
+        session.remember(question, ans)
+        if as_json:
+            print(json.dumps(ans.as_json()), flush=True)
+        else:
+            if stream:
+                sys.stdout.write("\n")
+            else:
+                print(ans.answer)
+            _print_sources(ans)
+            print(flush=True)
+        _log_answer(ans)
+
+
+def _summary_digest(text: str | None, documents: list[str], out: Path | None, as_json: bool) -> None:
+    if not text:
+        return
+    if out is not None:
+        (out / "digest.md").write_text("# Digest\n\n" + text + "\n\n" + "\n".join(
+            f"[{i}] {p}" for i, p in enumerate(documents, 1)) + "\n")
+    if as_json:
+        print(json.dumps({"digest": text, "documents": documents}))
+    else:
+        print("## Digest\n\n" + text)
 
 
 eval_app = typer.Typer(help="Measure lcdoc on your model and documents.", no_args_is_help=True)

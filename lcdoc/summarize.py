@@ -232,6 +232,7 @@ def summarize_paths(
         return out_dir / (f.name + ".md")
 
     decoder = None
+    parallel = max(1, min(parallel, engine.plan.n_seq))  # what the engine's context was planned for
     if parallel > 1:
         from lcdoc.engine.parallel import ParallelDecoder
 

@@ -3,12 +3,19 @@
 A second question about the same stuffed document restores this state and prefills only the
 question. Keys cover the model file, every setting that changes the cache's contents, and the
 prefix tokens themselves, so a stale entry can never be restored.
+
+States are large (SmolLM2: 22.5 KiB a token; an 8B model at 100K tokens: 14 GB), so both tiers
+are budgeted in bytes: a state larger than a budget is not kept there, and never evicts others.
+Disk writes run on a background thread, so an answer never waits for one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,17 +23,22 @@ from typing import Sequence
 
 import numpy as np
 
-# States are large (SmolLM2: 22.5 KiB per token, 140 MiB for a 6K-token document): keep a couple
-# in memory and a bounded number of bytes on disk.
-MEMORY_ENTRIES = 2
-DISK_BUDGET_BYTES = 4 * 2**30
+MAGIC = b"LCDOCKV1"
+SUFFIX = ".kvstate"
+# Without a setting, the disk cache may use this share of the free space where it lives (plus
+# what it already holds), so it can never be what fills a disk.
+DISK_SHARE = 0.25
+# Without a setting, memory keeps states up to this share of the RAM available at start.
+MEMORY_SHARE = 0.25
+# A temporary file this old whose writer is gone was left by a kill.
+STALE_TMP_S = 60.0
 
 
 @dataclass
 class Snapshot:
     """What must be restored to continue after a prefix: llama.cpp's state and its token ids.
 
-    `llama_state` is any buffer (a ctypes array straight from llama.cpp, or bytes read from disk):
+    `llama_state` is any buffer (a numpy array straight from llama.cpp, or bytes read from disk):
     at 128K tokens of an 8B model it is ~15 GB, so it is never copied needlessly.
     """
 
@@ -34,6 +46,10 @@ class Snapshot:
     input_ids: np.ndarray
     llama_state: object
     size: int
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.size) + 4 * int(self.n_tokens)
 
     def write(self, path: Path) -> None:
         ids = np.ascontiguousarray(self.input_ids[: self.n_tokens], dtype=np.int32)
@@ -47,15 +63,17 @@ class Snapshot:
         with open(path, "rb") as f:
             if f.read(len(MAGIC)) != MAGIC:
                 raise ValueError("not a snapshot")
-            n_tokens, size = np.frombuffer(f.read(16), dtype=np.int64)
-            ids = np.frombuffer(f.read(4 * int(n_tokens)), dtype=np.int32).copy()
-            buf = np.empty(int(size), dtype=np.uint8)
+            head = f.read(16)
+            if len(head) != 16:
+                raise ValueError("truncated snapshot")
+            n_tokens, size = (int(x) for x in np.frombuffer(head, dtype=np.int64))
+            if n_tokens < 0 or size < 0 or path.stat().st_size != len(MAGIC) + 16 + 4 * n_tokens + size:
+                raise ValueError("truncated snapshot")
+            ids = np.frombuffer(f.read(4 * n_tokens), dtype=np.int32).copy()
+            buf = np.empty(size, dtype=np.uint8)
             if f.readinto(memoryview(buf)) != size:
                 raise ValueError("truncated snapshot")
-        return cls(int(n_tokens), ids, buf, int(size))
-
-
-MAGIC = b"LCDOCKV1"
+        return cls(n_tokens, ids, buf, size)
 
 
 def prefix_key(model_id: str, settings: str, tokens: Sequence[int]) -> str:
@@ -67,52 +85,148 @@ def prefix_key(model_id: str, settings: str, tokens: Sequence[int]) -> str:
     return h.hexdigest()[:32]
 
 
+def disk_budget(folder: Path, setting_bytes: int | None = None) -> int:
+    """Bytes the disk tier may hold: the setting, else a share of the free space (plus its own)."""
+    if setting_bytes is not None:
+        return max(0, int(setting_bytes))
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:
+        return 0
+    held = sum(p.stat().st_size for p in folder.glob(f"*{SUFFIX}")) if folder.is_dir() else 0
+    return int((free + held) * DISK_SHARE)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 class PromptCache:
-    """LRU of snapshots in memory, backed by a folder of snapshot files."""
+    """LRU of snapshots in memory (a byte budget), backed by a folder of snapshot files."""
 
-    def __init__(self, folder: Path | None) -> None:
+    def __init__(self, folder: Path | None, memory_bytes: int | None = None,
+                 disk_bytes: int | None = None) -> None:
+        from lcdoc.engine.system import ram_available
+
         self.folder = folder
+        self.memory_budget = int(memory_bytes if memory_bytes is not None
+                                 else ram_available() * MEMORY_SHARE)
+        self.disk_setting = disk_bytes
         self.mem: OrderedDict[str, Snapshot] = OrderedDict()
+        self._writers: list[threading.Thread] = []
+        self._lock = threading.Lock()  # the folder: one writer prunes at a time
+        if folder and folder.is_dir():
+            self.clean_stale_tmp()
 
+    # --- reading --------------------------------------------------------------------------
     def get(self, key: str) -> Snapshot | None:
         if key in self.mem:
             self.mem.move_to_end(key)
             return self.mem[key]
-        if self.folder:
-            path = self.folder / f"{key}.kvstate"
-            if path.exists():
-                try:
-                    snap = Snapshot.read(path)
-                    os.utime(path)  # recency for pruning
-                    self._remember(key, snap)
-                    return snap
-                except (OSError, ValueError):
-                    path.unlink(missing_ok=True)
-        return None
-
-    def put(self, key: str, snap: Snapshot, persist: bool = True) -> None:
+        path = self._path(key)
+        if path is None or not path.exists():
+            return None
+        try:
+            snap = Snapshot.read(path)
+            os.utime(path)  # recency for pruning
+        except (OSError, ValueError):
+            path.unlink(missing_ok=True)  # truncated or foreign: a miss, and gone for good
+            return None
         self._remember(key, snap)
-        if persist and self.folder:
-            try:
-                self.folder.mkdir(parents=True, exist_ok=True)
-                path = self.folder / f"{key}.kvstate"
-                tmp = path.with_suffix(f".tmp{os.getpid()}")
-                snap.write(tmp)
-                os.replace(tmp, path)
-                self._prune()
-            except OSError:
-                pass  # a full or read-only disk costs the next run a prefill, nothing more
+        return snap
 
+    def __contains__(self, key: str) -> bool:
+        path = self._path(key)
+        return key in self.mem or bool(path and path.exists())
+
+    def discard(self, key: str) -> None:
+        """Forget a state everywhere (llama.cpp refused it)."""
+        self.mem.pop(key, None)
+        path = self._path(key)
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+    # --- writing --------------------------------------------------------------------------
+    def put(self, key: str, snap: Snapshot, persist: bool = True) -> None:
+        """Keep a state in memory (if it fits the budget) and write it to disk in the background."""
+        self._remember(key, snap)
+        if persist and self.folder is not None and self.fits_disk(snap.nbytes):
+            t = threading.Thread(target=self._write, args=(key, snap), daemon=True,
+                                 name="lcdoc-cache-write")
+            t.start()
+            self._writers.append(t)
+
+    def fits_disk(self, nbytes: int) -> bool:
+        """Whether a state of this size may be written at all (larger than the budget: never)."""
+        return self.folder is not None and nbytes <= disk_budget(self.folder, self.disk_setting)
+
+    def wait(self) -> None:
+        """Finish background writes (a process about to exit calls this)."""
+        for t in self._writers:
+            t.join()
+        self._writers.clear()
+
+    def _write(self, key: str, snap: Snapshot) -> None:
+        assert self.folder is not None
+        try:
+            with self._lock:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                budget = disk_budget(self.folder, self.disk_setting)
+                if snap.nbytes > budget:
+                    return
+                self._make_room(budget - snap.nbytes)
+            path = self._path(key)
+            tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+            snap.write(tmp)
+            os.replace(tmp, path)
+        except OSError:
+            pass  # a full or read-only disk costs the next run a prefill, nothing more
+        finally:
+            for p in self.folder.glob(f"*.tmp-{os.getpid()}-{threading.get_ident()}"):
+                p.unlink(missing_ok=True)
+
+    def _make_room(self, room: int) -> None:
+        """Evict least recently used files until the folder holds at most `room` bytes."""
+        files = sorted(self.folder.glob(f"*{SUFFIX}"), key=lambda p: p.stat().st_mtime)
+        total = sum(p.stat().st_size for p in files)
+        for p in files:
+            if total <= room:
+                break
+            total -= p.stat().st_size
+            p.unlink(missing_ok=True)
+
+    def clean_stale_tmp(self) -> None:
+        """Remove temporary files that a killed writer left (its process gone, or old)."""
+        now = time.time()
+        for p in self.folder.glob(f"*{SUFFIX}.tmp-*"):
+            try:
+                pid = int(p.name.rsplit(".tmp-", 1)[1].split("-")[0])
+            except (IndexError, ValueError):
+                pid = -1
+            try:
+                old = now - p.stat().st_mtime > STALE_TMP_S
+            except OSError:
+                continue
+            if pid != os.getpid() and (not _pid_alive(pid) or old):
+                p.unlink(missing_ok=True)
+
+    # --- memory ---------------------------------------------------------------------------
     def _remember(self, key: str, snap: Snapshot) -> None:
+        if snap.nbytes > self.memory_budget:
+            return
         self.mem[key] = snap
         self.mem.move_to_end(key)
-        while len(self.mem) > MEMORY_ENTRIES:
+        while sum(s.nbytes for s in self.mem.values()) > self.memory_budget:
             self.mem.popitem(last=False)
 
-    def _prune(self) -> None:
-        files = sorted(self.folder.glob("*.kvstate"), key=lambda p: p.stat().st_mtime, reverse=True)
-        total = 0
-        for p in files:
-            total += p.stat().st_size
-            if total > DISK_BUDGET_BYTES:
-                p.unlink(missing_ok=True)
+    def _path(self, key: str) -> Path | None:
+        return self.folder / f"{key}{SUFFIX}" if self.folder is not None else None

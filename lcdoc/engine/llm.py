@@ -111,23 +111,60 @@ class Completion:
     finish_reason: str
 
 
+class RefusedState(Exception):
+    """llama.cpp would not take a cached state back (another build, a damaged file)."""
+
+
+@contextmanager
+def _context_defaults(**fields: Any):
+    """llama-cpp-python's Llama() has no n_seq_max or kv_unified argument: set its defaults."""
+    import llama_cpp.llama_cpp as raw
+
+    orig = raw.llama_context_default_params
+
+    def patched():
+        params = orig()
+        for k, v in fields.items():
+            setattr(params, k, v)
+        return params
+
+    raw.llama_context_default_params = patched
+    try:
+        yield
+    finally:
+        raw.llama_context_default_params = orig
+
+
 class Engine:
-    """A loaded model with its plan; generation streams, and document prefixes are cached."""
+    """A loaded model with its plan; generation streams, and document prefixes are cached.
+
+    The context keeps the last prompt resident: a question whose prefix (system prompt and
+    documents) the context already holds prefills only what follows. With keep_resident (the
+    server), a prefix about to be replaced is first saved to the prompt cache, so going back to
+    an earlier document restores it instead of prefilling it again.
+    """
 
     def __init__(self, model: str | Path | None = None, n_ctx: int | None = None,
                  kv_type: str | None = None, gpu_layers: int | None = None,
                  cache_dir: Path | None = None, verbose: bool = False,
-                 n_threads: int | None = None, plan: Plan | None = None) -> None:
+                 n_threads: int | None = None, plan: Plan | None = None, n_seq: int = 1,
+                 keep_resident: bool = False, memory_bytes: int | None = None,
+                 disk_bytes: int | None = None) -> None:
         self.path = resolve_model(model)
         self.arch: Arch = read_arch(self.path)
-        self.plan: Plan = plan or make_plan(self.arch, probe_memory(), n_ctx, kv_type, gpu_layers)
+        self.plan: Plan = plan or make_plan(self.arch, probe_memory(), n_ctx, kv_type, gpu_layers,
+                                            n_seq=n_seq)
         self.tokenizer = Tokenizer(self.path)
         import llama_cpp  # noqa: F401
         from llama_cpp import Llama
 
+        # Several sequences share one unified cache of n_ctx cells (the plan counted them), so a
+        # single long prompt can still use the whole context between side-by-side batches.
+        extra = dict(n_seq_max=self.plan.n_seq, kv_unified=True) if self.plan.n_seq > 1 else {}
         try:
-            self.llm = Llama(model_path=str(self.path), verbose=verbose, n_threads=n_threads,
-                             **self.plan.llama_kwargs(self.arch))
+            with _context_defaults(**extra):
+                self.llm = Llama(model_path=str(self.path), verbose=verbose, n_threads=n_threads,
+                                 **self.plan.llama_kwargs(self.arch))
         except ValueError as e:  # llama.cpp could not allocate or load
             raise DoesNotFitError(f"{self.path}: llama.cpp could not create the context ({e})") from e
         st = self.path.stat()
@@ -135,7 +172,9 @@ class Engine:
         p = self.plan
         self.cache_settings = (f"{p.n_ctx}/{p.type_k}/{p.type_v}/{p.rope_scaling}{p.rope_factor}/"
                                f"{p.swa_full}/{p.flash_attn}")
-        self.cache = PromptCache(cache_dir)
+        self.cache = PromptCache(cache_dir, memory_bytes, disk_bytes)
+        self.keep_resident = keep_resident
+        self._resident: tuple[str, int, bool] | None = None  # (key, n_prefix, persist)
         self._eos = self.llm.detokenize([self.llm.token_eos()]).decode(errors="ignore")
         self._template = self.llm.metadata.get("tokenizer.chat_template")
 
@@ -147,16 +186,23 @@ class Engine:
         return self.tokenizer.count(text)
 
     # --- prompts --------------------------------------------------------------------------
-    def chat_parts(self, system: str, context: str, question: str) -> tuple[str, str, list[str]]:
-        """(prefix, suffix, stop strings): the prefix holds system + documents, so it can be cached."""
+    def chat_parts(self, system: str, context: str, question: str,
+                   history: list[tuple[str, str]] | None = None) -> tuple[str, str, list[str]]:
+        """(prefix, suffix, stop strings): the prefix holds system + documents (+ the conversation
+        so far), so it can be cached and a follow-up extends it rather than replacing it."""
+        history = list(history or [])
         if self._template:
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
             bos = self.llm.detokenize([self.llm.token_bos()]).decode(errors="ignore") \
                 if self.llm.token_bos() >= 0 else ""
             fmt = Jinja2ChatFormatter(self._template, eos_token=self._eos, bos_token=bos)
-            user = f"{context}\n\nQuestion: {SENTINEL}" if context else SENTINEL
-            msgs = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+            head = f"{context}\n\nQuestion: " if context else ""
+            msgs = [{"role": "system", "content": system}]
+            for q, a in history:
+                msgs += [{"role": "user", "content": head + q}, {"role": "assistant", "content": a}]
+                head = "Question: "
+            msgs.append({"role": "user", "content": head + SENTINEL})
             try:
                 rendered = fmt(messages=msgs)
                 prompt = rendered.prompt
@@ -168,6 +214,7 @@ class Engine:
             except Exception:  # a template that refuses a system role, etc.: fall through
                 pass
         pre = f"{system}\n\n{context}\n\n" if context else f"{system}\n\n"
+        pre += "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in history)
         return pre + "Question: ", f"{question}\nAnswer:", ["\nQuestion:", "\n\n\n"]
 
     def prompt_tokens(self, prefix: str, suffix: str) -> tuple[list[int], list[int]]:
@@ -208,7 +255,8 @@ class Engine:
         arr = state if isinstance(state, np.ndarray) else np.frombuffer(state, dtype=np.uint8)
         ptr = arr.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
         if llama_cpp.llama_state_set_data(self.llm._ctx.ctx, ptr, snap.size) != snap.size:
-            raise RuntimeError("llama.cpp refused the cached state")
+            self.forget_resident()
+            raise RefusedState()
         # A snapshot taken after an answer also holds the question and answer: drop them.
         self.llm._ctx.kv_cache_seq_rm(-1, snap.n_tokens, -1)
         self.llm.input_ids[: snap.n_tokens] = snap.input_ids[: snap.n_tokens]
@@ -216,10 +264,66 @@ class Engine:
         if hasattr(self.llm, "_requires_eval"):
             self.llm._requires_eval = True
 
+    def resident_len(self, tokens: list[int]) -> int:
+        """How many leading tokens of `tokens` the context already holds (no prefill needed)."""
+        import numpy as np
+
+        n = min(self.llm.n_tokens, len(tokens))
+        if n == 0:
+            return 0
+        diff = np.flatnonzero(self.llm.input_ids[:n] != np.asarray(tokens[:n], dtype=np.intc))
+        return int(diff[0]) if len(diff) else n
+
+    def forget_resident(self) -> None:
+        """The context's cells were changed behind Llama's back (a parallel batch): start over."""
+        self.llm.n_tokens = 0
+        self._resident = None
+
+    def stash_resident(self) -> bool:
+        """Save the prefix the context holds to the prompt cache (memory, then disk in the
+        background), unless it is there already or fits neither tier. True if saved."""
+        if self._resident is None:
+            return False
+        key, n, persist = self._resident
+        self._resident = None
+        if key in self.cache or self.llm.n_tokens < n:
+            return False
+        if prefix_key(self.model_id, self.cache_settings, list(self.llm.input_ids[:n])) != key:
+            return False  # the context moved on to other tokens since
+        import llama_cpp
+
+        size = llama_cpp.llama_state_get_size(self.llm._ctx.ctx)
+        if size > self.cache.memory_budget and not (persist and self.cache.fits_disk(size)):
+            return False  # larger than every budget: copying it out would be wasted
+        self.cache.put(key, self._snapshot(n), persist=persist)
+        return True
+
     def complete(self, prefix: str, suffix: str, **options: Any) -> Completion:
         """Generate after prefix + suffix (options as complete_tokens); the prefix's state is cached."""
         pre, suf = self.prompt_tokens(prefix, suffix)
         return self.complete_tokens(pre, suf, **options)
+
+    def _load_prefix(self, pre: list[int], key: str, persist: bool) -> None:
+        """Make the context hold `pre`: resident already, restored from the cache, or (for
+        window-sized SWA caches, which cannot be trimmed later) prefilled and saved now."""
+        have = self.resident_len(pre)
+        if have == len(pre):
+            return
+        if self._resident is not None and have >= self._resident[1]:
+            return  # a follow-up: the resident document prefix carries on, with the conversation
+        if self.keep_resident:
+            self.stash_resident()
+        snap = self.cache.get(key)
+        if snap is not None:
+            try:
+                self._restore(snap)
+                return
+            except RefusedState:
+                self.cache.discard(key)  # a miss, and never tried again
+        if not self._can_trim():
+            self.llm.reset()
+            self.llm.eval(pre)
+            self.cache.put(key, self._snapshot(len(pre)), persist=persist)
 
     def complete_tokens(
         self,
@@ -234,7 +338,11 @@ class Engine:
         ignore_eos: bool = False,
         repeat_penalty: float = 1.1,
     ) -> Completion:
-        """As complete(), on token ids (benchmarks use it to hit exact lengths)."""
+        """As complete(), on token ids (benchmarks use it to hit exact lengths).
+
+        With cache_prefix, the prefix's state is kept resident and remembered as the one to save
+        by stash_resident() (the CLI calls it after printing the answer, off the answer's path).
+        """
         import llama_cpp
 
         tokens = pre + suf
@@ -242,22 +350,13 @@ class Engine:
             raise DoesNotFitError(f"prompt of {len(tokens)} tokens + {max_tokens} for the answer "
                                   f"exceeds the {self.n_ctx}-token context")
         t0 = time.perf_counter()
-        cached, deferred, key = 0, False, None
         if cache_prefix:
             key = prefix_key(self.model_id, self.cache_settings, pre)
-            snap = self.cache.get(key)
-            if snap is not None:
-                self._restore(snap)
-                cached = snap.n_tokens
-            elif self._can_trim():
-                self.llm.reset()
-                deferred = True  # snapshot after the answer: off the time-to-first-token path
-            else:
-                self.llm.reset()
-                self.llm.eval(pre)
-                self.cache.put(key, self._snapshot(len(pre)), persist=persist_prefix)
-        else:
-            self.llm.reset()
+            self._load_prefix(pre, key, persist_prefix)
+        # llama-cpp-python's generate() reuses the longest prefix the context holds and prefills
+        # the rest; at least the last token is evaluated again, for fresh logits.
+        cached = min(self.resident_len(tokens), len(tokens) - 1)
+        self._resident = (key, len(pre), persist_prefix) if cache_prefix else None
 
         procs = None
         if ignore_eos:
@@ -310,8 +409,6 @@ class Engine:
         end = time.perf_counter()
         if on_text and shown < len(text):
             on_text(text[shown:])
-        if deferred:
-            self.cache.put(key, self._snapshot(len(pre)), persist=persist_prefix)
         first = first or end
         return Completion(text, len(tokens), n_out, cached, first - t0, end - first, finish)
 

@@ -2,13 +2,12 @@
 
 Decoding is memory-bound: a step that advances four sequences reads the weights once, as a step
 that advances one does. Summarising a folder therefore runs documents side by side rather than
-one at a time. The KV cache is split: each sequence has its own stream of n_ctx / n_seq cells, so
-attention never spans the other documents.
+one at a time. The sequences share the Engine's unified cache; llama.cpp masks each sequence's
+attention to its own cells, so no document sees another.
 """
 
 from __future__ import annotations
 
-import ctypes
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,25 +28,26 @@ class Request:
 
 
 class ParallelDecoder:
-    """A second context on an Engine's model with room for n_seq sequences."""
+    """Side-by-side decoding in the Engine's own context, planned for n_seq sequences.
 
-    def __init__(self, engine, n_seq: int) -> None:
+    The sequences share the context's unified cache (the planner counted it), so no second
+    context is ever created. Each step is one llama_decode for every active sequence; the
+    repetition penalty and the greedy choice run on all their logits at once.
+    """
+
+    def __init__(self, engine, n_seq: int | None = None) -> None:
         import llama_cpp
-        from llama_cpp import _internals as internals
 
-        src = engine.llm.context_params
-        params = llama_cpp.llama_context_params()
-        ctypes.memmove(ctypes.byref(params), ctypes.byref(src), ctypes.sizeof(src))
-        params.n_seq_max = n_seq
-        params.kv_unified = False  # a stream per sequence: attention spans only its own cells
         self.engine = engine
-        self.n_seq = n_seq
-        self.n_ctx = int(params.n_ctx)
-        self.n_batch = int(params.n_batch)
-        self.ctx = internals.LlamaContext(model=engine.llm._model, params=params, verbose=False)
+        self.n_seq = min(n_seq or engine.plan.n_seq, engine.plan.n_seq)
+        if self.n_seq < 2:
+            raise ValueError("the engine was planned for one sequence: create it with n_seq > 1")
+        self.ctx = engine.llm._ctx
+        self.n_ctx = engine.n_ctx
+        self.n_batch = int(engine.llm.context_params.n_batch)
         self.vocab = engine.llm._model.vocab
         self.n_vocab = engine.llm.n_vocab()
-        self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, n_seq)
+        self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
 
     def close(self) -> None:
         import llama_cpp
@@ -55,14 +55,13 @@ class ParallelDecoder:
         if self.batch is not None:
             llama_cpp.llama_batch_free(self.batch)
             self.batch = None
-        self.ctx.close()
 
     def fits(self, group: list[Request]) -> bool:
-        # Each sequence has its own stream of n_ctx / n_seq cells.
-        per_seq = self.n_ctx // self.n_seq
-        return len(group) <= self.n_seq and all(len(r.prompt) + r.max_tokens <= per_seq for r in group)
+        # One unified cache: prompts and answers of the group together within n_ctx cells.
+        return len(group) <= self.n_seq and \
+            sum(len(r.prompt) + r.max_tokens for r in group) <= self.n_ctx
 
-    def _add(self, tok: int, pos: int, seq: int, logits: bool) -> int:
+    def _add(self, tok: int, pos: int, seq: int, logits: bool) -> None:
         b = self.batch
         i = b.n_tokens
         b.token[i] = tok
@@ -71,7 +70,6 @@ class ParallelDecoder:
         b.seq_id[i][0] = seq
         b.logits[i] = logits
         b.n_tokens = i + 1
-        return i
 
     def _decode(self) -> None:
         import llama_cpp
@@ -80,11 +78,29 @@ class ParallelDecoder:
         if rc != 0:
             raise RuntimeError(f"llama_decode failed ({rc}) in a parallel batch")
 
-    def _logits(self, i: int) -> np.ndarray:
+    def _output_logits(self, n_rows: int) -> np.ndarray:
+        """The logits of this batch's output rows, in batch order, as one (rows, vocab) view."""
         import llama_cpp
 
-        ptr = llama_cpp.llama_get_logits_ith(self.ctx.ctx, i)
-        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
+        ptr = llama_cpp.llama_get_logits(self.ctx.ctx)
+        return np.ctypeslib.as_array(ptr, shape=(n_rows, self.n_vocab))
+
+    def _prefill(self, group: list[Request]) -> np.ndarray:
+        """Every prompt, packed into n_batch-token batches; the last-token logits of each."""
+        last = np.empty((len(group), self.n_vocab), dtype=np.float32)
+        queue = [(s, j, t) for s, r in enumerate(group) for j, t in enumerate(r.prompt)]
+        for start in range(0, len(queue), self.n_batch):
+            self.batch.n_tokens = 0
+            ends = []
+            for s, j, t in queue[start : start + self.n_batch]:
+                is_end = j == len(group[s].prompt) - 1
+                self._add(t, j, s, is_end)
+                if is_end:
+                    ends.append(s)
+            self._decode()
+            if ends:
+                last[ends] = self._output_logits(len(ends))
+        return last
 
     def generate(self, group: list[Request]) -> list[str]:
         """Greedy answers to each request, decoded side by side."""
@@ -92,61 +108,68 @@ class ParallelDecoder:
 
         if not self.fits(group):
             raise ValueError("group does not fit the parallel context")
+        self.engine.forget_resident()  # the cells below are about to be overwritten
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self.ctx.ctx), True)
-        last: dict[int, np.ndarray] = {}
-        queue = [(s, j, t) for s, r in enumerate(group) for j, t in enumerate(r.prompt)]
-        for start in range(0, len(queue), self.n_batch):
-            self.batch.n_tokens = 0
-            chunk = queue[start : start + self.n_batch]
-            ends = {}
-            for s, j, t in chunk:
-                is_end = j == len(group[s].prompt) - 1
-                i = self._add(t, j, s, is_end)
-                if is_end:
-                    ends[s] = i
-            self._decode()
-            for s, i in ends.items():
-                last[s] = self._logits(i)
+        logits = self._prefill(group)
         history = [list(r.prompt[-REPEAT_LAST_N:]) for r in group]
-        outs: list[list[int]] = [[] for _ in group]
+        raw = [b"" for _ in group]
         texts = [""] * len(group)
+        n_out = [0] * len(group)
         pos = [len(r.prompt) for r in group]
-        active = set(range(len(group)))
+        active = list(range(len(group)))
         while active:
-            self.batch.n_tokens = 0
-            order = []
-            for s in sorted(active):
-                logits = last[s]
-                recent = np.array(history[s][-REPEAT_LAST_N:], dtype=np.int64)
-                if len(recent):
-                    vals = logits[recent]
-                    logits[recent] = np.where(vals > 0, vals / REPEAT_PENALTY, vals * REPEAT_PENALTY)
-                tok = int(np.argmax(logits))
+            toks = self._greedy(logits, [history[s] for s in active])
+            still = []
+            for s, tok in zip(active, toks):
                 if llama_cpp.llama_vocab_is_eog(self.vocab, tok):
-                    active.discard(s)
                     continue
-                outs[s].append(tok)
+                n_out[s] += 1
                 history[s].append(tok)
-                texts[s] = self.engine.llm.detokenize(outs[s]).decode("utf-8", errors="ignore")
-                hit = min((i for i in (texts[s].find(x) for x in group[s].stops if x) if i >= 0),
-                          default=-1)
-                if hit < 0:
-                    hit = repeat_start(texts[s])
-                if hit >= 0:
-                    texts[s] = texts[s][:hit]
-                    active.discard(s)
+                if self._append(s, tok, raw, texts, group[s].stops) or n_out[s] >= group[s].max_tokens:
                     continue
-                if len(outs[s]) >= group[s].max_tokens:
-                    active.discard(s)
-                    continue
-                order.append((s, self._add(tok, pos[s], s, True)))
-                pos[s] += 1
-            if not order:
+                still.append((s, tok))
+            if not still:
                 break
+            self.batch.n_tokens = 0
+            for s, tok in still:
+                self._add(tok, pos[s], s, True)
+                pos[s] += 1
             self._decode()
-            for s, i in order:
-                last[s] = self._logits(i)
+            active = [s for s, _ in still]
+            logits = self._output_logits(len(active))
         return [t.strip() for t in texts]
+
+    @staticmethod
+    def _greedy(logits: np.ndarray, recent: list[list[int]]) -> list[int]:
+        """llama.cpp's repetition penalty (divide positive logits, multiply negative ones) over
+        each row's last REPEAT_LAST_N tokens, then the argmax of every row at once."""
+        for i, hist in enumerate(recent):
+            idx = np.unique(np.asarray(hist[-REPEAT_LAST_N:], dtype=np.int64))
+            if len(idx):
+                vals = logits[i, idx]
+                logits[i, idx] = np.where(vals > 0, vals / REPEAT_PENALTY, vals * REPEAT_PENALTY)
+        return [int(t) for t in np.argmax(logits, axis=1)]
+
+    def _append(self, s: int, tok: int, raw: list[bytes], texts: list[str],
+                stops: tuple[str, ...]) -> bool:
+        """Add one token's text to sequence s; True when a stop string or a loop ends it."""
+        raw[s] += self.engine.llm.detokenize([tok])
+        try:
+            texts[s] += raw[s].decode("utf-8")
+            raw[s] = b""
+        except UnicodeDecodeError:  # a character split across tokens: wait for the rest
+            if len(raw[s]) <= 8:
+                return False
+            texts[s] += raw[s].decode("utf-8", errors="replace")
+            raw[s] = b""
+        text = texts[s]
+        hit = min((i for i in (text.find(x) for x in stops if x) if i >= 0), default=-1)
+        if hit < 0:
+            hit = repeat_start(text)
+        if hit >= 0:
+            texts[s] = text[:hit]
+            return True
+        return False
 
 
 def run_many(engine, decoder: ParallelDecoder | None, requests: list[Request]) -> list[str]:

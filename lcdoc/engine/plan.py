@@ -60,8 +60,7 @@ class Plan:
             n_gpu_layers=self.n_gpu_layers, flash_attn=self.flash_attn,
             type_k=getattr(llama_cpp, f"GGML_TYPE_{self.type_k.upper()}"),
             type_v=getattr(llama_cpp, f"GGML_TYPE_{self.type_v.upper()}"),
-            n_seq_max=self.n_seq,
-        )
+        )  # n_seq: Llama() takes no n_seq_max; Engine sets it in the context defaults
         if arch.swa_layers:
             kw["swa_full"] = self.swa_full
         if self.rope_scaling == "yarn":
@@ -168,9 +167,18 @@ def make_plan(
             f"{fmt_bytes(budget)} can be planned on the {device}. Try a smaller --ctx "
             f"(about {max_ctx_that_fits(arch, budget - weights - compute)} fits at q4_0)."
         )
-    if on_gpu and n_gpu == 0:
+    if on_gpu and gpu_layers is not None and 0 < gpu_layers <= arch.n_layer and (
+            n_gpu == 0 or gpu_layers < n_gpu):
+        n_gpu = gpu_layers
+        reasons.append(f"{gpu_layers} of {arch.n_layer} layers on the GPU, as requested "
+                       f"(--gpu-layers); the rest on the CPU")
+    elif on_gpu and n_gpu == 0:
         n_gpu = arch.n_layer + 1  # every repeating layer plus the output layer
         reasons.append(f"all {arch.n_layer} layers on the GPU")
+    if n_seq > 1:
+        reasons.append(f"{n_seq} sequences side by side share one unified cache of {n_ctx} cells "
+                       f"(counted above): a batch packs prompts and answers up to {n_ctx} tokens "
+                       f"in all, about {n_ctx // n_seq} each when all are full")
     if chosen == "f16":
         reasons.append(f"KV cache f16: {fmt_bytes(kv('f16', swa_full))} fits"
                        + (" (quantised caches decode slower; used only when memory requires)"))

@@ -31,6 +31,17 @@ class Hit:
     def page(self) -> int | None:
         return self.page_start
 
+    def as_json(self) -> dict:
+        """One result of `lcdoc search --json`."""
+        return {"path": self.path, "page": self.page, "page_end": self.page_end,
+                "heading": self.heading, "text": self.text, "score": round(self.score, 6),
+                "bm25_rank": self.bm25_rank, "dense_rank": self.dense_rank}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Hit":
+        return cls(-1, d["path"], -1, d["heading"], d["text"], -1, -1, d["page"], d["page_end"],
+                   0, d["score"], d.get("bm25_rank"), d.get("dense_rank"))
+
     @property
     def citation(self) -> str:
         parts = [self.path]
