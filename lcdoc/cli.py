@@ -320,7 +320,7 @@ def _save_state(ans) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
     except OSError:
         pass
-    eng.stash_resident()
+    eng.stash_resident(disk_only=True)
     eng.cache.wait()
 
 

@@ -8,7 +8,8 @@
 # Environment: CUDA_ARCH (default: from nvidia-smi, e.g. 90 for H100), JOBS (default: nproc),
 # BUILD_DIR (default: native/build), PYTHON (default: python3), LCP_VERSION (default 0.3.36),
 # WHEELS (a folder of wheels for a host with no package registry), CC/CXX (default: the system's
-# /usr/bin/gcc and /usr/bin/g++), SKIP_SMOKE=1 (no model question at the end).
+# /usr/bin/gcc and /usr/bin/g++), SKIP_LCDOC=1 (do not install lcdoc), SKIP_SMOKE=1 (no model
+# question at the end).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -101,7 +102,7 @@ echo "llama-bench: $BUILD_DIR/llama-bench" >&2
 # lcdoc itself, with whatever it needs that the host lacks (from $WHEELS on a host without a
 # registry); then check 3: a real question through the installed console script, in one process
 # that has torch (the embedder) and numpy loaded around the model.
-if [ -z "${PIP_TARGET:-}" ]; then
+if [ -z "${PIP_TARGET:-}" ] && [ "${SKIP_LCDOC:-0}" != 1 ]; then
   pip_install --no-build-isolation -e "$repo" >&2
 fi
 if [ "${SKIP_SMOKE:-0}" != 1 ]; then

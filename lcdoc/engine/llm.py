@@ -279,9 +279,12 @@ class Engine:
         self.llm.n_tokens = 0
         self._resident = None
 
-    def stash_resident(self) -> bool:
+    def stash_resident(self, disk_only: bool = False) -> bool:
         """Save the prefix the context holds to the prompt cache (memory, then disk in the
-        background), unless it is there already or fits neither tier. True if saved."""
+        background), unless it is there already or fits neither tier. True if saved.
+
+        disk_only: for a process about to exit, where only the disk copy outlives it.
+        """
         if self._resident is None:
             return False
         key, n, persist = self._resident
@@ -293,8 +296,9 @@ class Engine:
         import llama_cpp
 
         size = llama_cpp.llama_state_get_size(self.llm._ctx.ctx)
-        if size > self.cache.memory_budget and not (persist and self.cache.fits_disk(size)):
-            return False  # larger than every budget: copying it out would be wasted
+        to_disk = persist and self.cache.fits_disk(size)
+        if not to_disk and (disk_only or size > self.cache.memory_budget):
+            return False  # larger than every budget that matters: copying it out would be wasted
         self.cache.put(key, self._snapshot(n), persist=persist)
         return True
 

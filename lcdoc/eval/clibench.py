@@ -1,0 +1,195 @@
+"""Benchmarks through the installed `lcdoc` console script, each command a separate process.
+
+    python -m lcdoc.eval.clibench serve --model M --ctx 131072 --doc-tokens 100000
+    python -m lcdoc.eval.clibench summarize --model M --docs 16 --parallel 1,8 --ctx 32768
+
+`serve`: a cold question in-process (model load and full prefill), then `lcdoc serve` started and
+the same document asked through it (first question, then follow-ups), the server killed with
+SIGKILL and one more question that must fall back to in-process work. `summarize`: documents per
+hour of `lcdoc summarize --parallel N` for each N, side by side in one run. Tables are printed as
+Markdown for docs/benchmarks.md, with the machine and commands; --json writes the raw rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+WORDS = ("harbour council ledger audit pump station bridge orchard festival survey library river "
+         "committee budget filter schedule volunteer reading programme frost cider press road "
+         "repair footpath railway engineer generator monday logbook turbidity sample buoy dawn "
+         "carpentry workshop shelves attendance weekend county agreement control room").split()
+
+
+def lcdoc(*args: str) -> list[str]:
+    """The console script next to this Python, as a user runs it."""
+    exe = shutil.which("lcdoc", path=os.path.dirname(sys.executable) + os.pathsep +
+                       os.environ.get("PATH", ""))
+    if not exe:
+        raise SystemExit("the lcdoc console script is not installed")
+    return [exe, *args]
+
+
+def write_document(path: Path, n_tokens: int, model: str | None, fact: str, seed: int = 0) -> int:
+    """Random prose of about n_tokens model tokens with one fact near the start; its token count."""
+    from lcdoc.engine.llm import Tokenizer, resolve_model
+
+    rng = random.Random(seed)
+    tok = Tokenizer(resolve_model(model))
+    sentences, total = [fact], tok.count(fact)
+    while total < n_tokens:
+        s = " ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 20))).capitalize() + ". "
+        sentences.append(s)
+        total += tok.count(s)
+    path.write_text("".join(sentences) + "\n")
+    return total
+
+
+def timed(cmd: list[str], env: dict | None = None) -> tuple[float, dict, str]:
+    """(wall seconds, the --json object printed, stderr) of one command."""
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} exited {p.returncode}:\n{p.stderr[-3000:]}")
+    return wall, json.loads(p.stdout.strip().splitlines()[-1]), p.stderr
+
+
+def start_server(args: list[str], env: dict, log: Path, timeout: float = 600) -> subprocess.Popen:
+    """`lcdoc serve ARGS` in the background; returns once it printed its ready line."""
+    f = open(log, "w")
+    proc = subprocess.Popen(lcdoc("serve", *args), stderr=f, stdout=f, env=env,
+                            start_new_session=True)
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if "ready" in log.read_text():
+            return proc
+        if proc.poll() is not None:
+            raise SystemExit(f"lcdoc serve exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("lcdoc serve did not become ready")
+
+
+def bench_serve(a: argparse.Namespace) -> list[dict]:
+    work = Path(tempfile.mkdtemp(prefix="lcdoc-servebench-"))
+    env = {**os.environ, "LCDOC_SOCKET": str(work / "serve.sock"),
+           "LCDOC_INDEX_DIR": str(work / "indexes")}
+    doc = work / "report.txt"
+    n = write_document(doc, a.doc_tokens, a.model, "The access code for the north gate is PELICAN-42. ")
+    print(f"document: {n} tokens", file=sys.stderr, flush=True)
+    model = ["--model", a.model] if a.model else []
+    ask = lcdoc("ask", "What is the access code for the north gate?", str(doc), "--json",
+                "--ctx", str(a.ctx), *model)
+    rows = []
+
+    def row(name: str, wall: float, d: dict) -> None:
+        t = d["timings"]
+        rows.append({"run": name, "server": d.get("server", False), "wall_s": round(wall, 2),
+                     "ttft_s": round(t["prefill_s"], 3), "prompt": d["tokens"]["prompt"],
+                     "restored": d["tokens"].get("restored", 0), "route": d["route"]})
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+
+    wall, d, _ = timed(ask + ["--no-server"], env)
+    row("in-process, cold (new process, model load + prefill)", wall, d)
+    t0 = time.perf_counter()
+    server = start_server(["--ctx", str(a.ctx), *model], env, work / "serve.log")
+    print(f"server ready in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    try:
+        wall, d, _ = timed(ask, env)
+        row("server, first question", wall, d)
+        for i in range(a.followups):
+            q = ["What is the code for the north gate?", "Which gate has the code PELICAN-42?",
+                 "Repeat the access code of the north gate."][i % 3]
+            wall, d, _ = timed(lcdoc("ask", q, str(doc), "--json", "--ctx", str(a.ctx), *model), env)
+            row(f"server, follow-up {i + 1} (new process)", wall, d)
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+    wall, d, _ = timed(ask, env)
+    row("after SIGKILL of the server (falls back in-process)", wall, d)
+    shutil.rmtree(work, ignore_errors=True)
+    return rows
+
+
+def bench_summarize(a: argparse.Namespace) -> list[dict]:
+    work = Path(tempfile.mkdtemp(prefix="lcdoc-sumbench-"))
+    env = {**os.environ, "LCDOC_SOCKET": str(work / "none.sock"),
+           "LCDOC_INDEX_DIR": str(work / "indexes")}
+    folder = work / "docs"
+    folder.mkdir()
+    rng = random.Random(1)
+    for i in range(a.docs):
+        write_document(folder / f"report-{i:03d}.txt", rng.randint(a.min_tokens, a.max_tokens),
+                       a.model, f"Report {i} concerns the {rng.choice(WORDS)} of district {i}. ", seed=i)
+    model = ["--model", a.model] if a.model else []
+    rows = []
+    for n in [int(x) for x in a.parallel.split(",")]:
+        cache = work / f"indexes-{n}"  # a fresh summary cache per run: nothing is reused
+        cmd = lcdoc("summarize", str(folder), "--json", "--parallel", str(n), "--ctx", str(a.ctx),
+                    "--max-words", str(a.max_words), "--index-dir", str(cache), *model)
+        t0 = time.perf_counter()
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        wall = time.perf_counter() - t0
+        lines = [json.loads(x) for x in p.stdout.splitlines() if x.startswith("{")]
+        model_s = sum(x["seconds"] for x in lines)
+        rows.append({"parallel": n, "documents": len(lines), "exit": p.returncode,
+                     "wall_s": round(wall, 1), "docs_per_hour": round(len(lines) / wall * 3600),
+                     "summary_s": round(model_s, 1),
+                     "docs_per_hour_model": round(len(lines) / model_s * 3600) if model_s else 0})
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    base = rows[0]
+    for r in rows:
+        r["ratio_wall"] = round(r["docs_per_hour"] / base["docs_per_hour"], 2)
+        r["ratio_model"] = round(r["docs_per_hour_model"] / max(1, base["docs_per_hour_model"]), 2)
+    shutil.rmtree(work, ignore_errors=True)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    keys = list(rows[0])
+    out = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    out += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="what", required=True)
+    s = sub.add_parser("serve")
+    s.add_argument("--model")
+    s.add_argument("--ctx", type=int, default=8192)
+    s.add_argument("--doc-tokens", type=int, default=6000)
+    s.add_argument("--followups", type=int, default=3)
+    m = sub.add_parser("summarize")
+    m.add_argument("--model")
+    m.add_argument("--docs", type=int, default=16)
+    m.add_argument("--min-tokens", type=int, default=2000)
+    m.add_argument("--max-tokens", type=int, default=3000)
+    m.add_argument("--parallel", default="1,8")
+    m.add_argument("--ctx", type=int, default=32768)
+    m.add_argument("--max-words", type=int, default=150)
+    for p in (s, m):
+        p.add_argument("--json", type=Path, help="Write the rows here too.")
+    a = ap.parse_args(argv)
+    rows = bench_serve(a) if a.what == "serve" else bench_summarize(a)
+    from lcdoc.eval.bench import machine
+
+    print(f"machine: {machine()}\ncommand: python -m lcdoc.eval.clibench "
+          f"{' '.join(argv if argv is not None else sys.argv[1:])}\n")
+    print(markdown(rows))
+    if a.json:
+        a.json.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
