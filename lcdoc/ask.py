@@ -277,7 +277,8 @@ def ask(
                              failed[0][1] if failed else "no readable document")
 
     eng = engine or Engine(s.model, n_ctx=s.ctx, kv_type=s.kv_type, gpu_layers=s.gpu_layers,
-                           cache_dir=s.index_dir / ".prompt-cache", n_threads=s.threads)
+                           cache_dir=s.index_dir / ".prompt-cache", n_threads=s.threads,
+                           disk_bytes=s.prompt_cache_bytes)
     answer_tokens = s.answer_tokens
     history = list(history or [])
     pre0, suf0, _ = eng.chat_parts(SYSTEM, "", question, history)

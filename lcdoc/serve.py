@@ -67,7 +67,8 @@ class Server:
         n_seq = self.parallel or (4 if probe_memory().on_gpu else 1)
         self.engine = Engine(s.model, n_ctx=s.ctx, kv_type=s.kv_type, gpu_layers=s.gpu_layers,
                              cache_dir=s.index_dir / ".prompt-cache", n_threads=s.threads,
-                             n_seq=n_seq, keep_resident=True, memory_bytes=0)
+                             n_seq=n_seq, keep_resident=True, memory_bytes=0,
+                             disk_bytes=s.prompt_cache_bytes)
         budget = self.memory_bytes if self.memory_bytes is not None else \
             int(ram_available() * MEMORY_SHARE)
         self.engine.cache.memory_budget = budget

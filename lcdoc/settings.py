@@ -36,6 +36,11 @@ class Settings:
     gpu_layers: int | None = None  # None: the planner decides
     kv_type: str | None = None  # force f16 / q8_0 / q4_0
     threads: int | None = None
+    prompt_cache_gb: float | None = None  # disk for saved document states; None: 1/4 of free space
+
+    @property
+    def prompt_cache_bytes(self) -> int | None:
+        return int(self.prompt_cache_gb * 2**30) if self.prompt_cache_gb is not None else None
 
     def replace(self, **changes: Any) -> "Settings":
         """A copy with the given non-None changes applied (flags left unset keep lower layers)."""

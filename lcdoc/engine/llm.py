@@ -55,7 +55,6 @@ def quiet_native_stderr():
 
 @lru_cache(maxsize=4)
 def _vocab(path: str):
-    import llama_cpp  # noqa: F401  (import llama_cpp before numpy-heavy code: see GPU.md)
     from llama_cpp import Llama
 
     with quiet_native_stderr():

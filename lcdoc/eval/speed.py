@@ -5,7 +5,6 @@ Runs on any GGUF, a real one or a random-weight one of a production shape (speed
 
 from __future__ import annotations
 
-import llama_cpp  # noqa: F401  (before numpy: GPU.md saw a segfault the other way round)
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import llama_cpp  # noqa: F401  (before numpy: GPU.md saw a segfault the other way round)
 import argparse
 import shutil
 import tempfile
