@@ -93,9 +93,10 @@ def test_piped_note_is_stuffed_and_json_matches_schema(tmp_path):
     out = json.loads(r.stdout)
     assert set(out) >= {"answer", "route", "escalated", "sources", "tokens", "timings", "model", "plan"}
     assert out["route"] == "stuff" and out["escalated"] is False
-    assert set(out["tokens"]) == {"context", "prompt", "completion"}
+    assert set(out["tokens"]) == {"context", "prompt", "restored", "completion"}
     assert set(out["timings"]) == {"retrieve_s", "prefill_s", "generate_s"}
-    assert set(out["sources"][0]) == {"path", "page", "heading", "score"}
+    assert set(out["sources"][0]) == {"n", "path", "page", "heading", "score"}
+    assert out["sources"][0]["n"] == 1 and out["server"] is False and out["failed"] == []
     assert "August" in out["answer"]
 
 

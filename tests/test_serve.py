@@ -131,3 +131,24 @@ def test_chat_from_a_pipe_answers_each_line_and_reuses_the_document(env, doc):
     # The follow-up carries the first turn and prefills only what is new.
     assert turns[1]["tokens"]["prompt"] > turns[0]["tokens"]["prompt"]
     assert turns[1]["tokens"]["restored"] >= 0.8 * turns[0]["tokens"]["prompt"]
+
+
+def test_summarize_through_the_server_equals_in_process(server, env, tmp_path):
+    src = tmp_path / "notes"
+    src.mkdir()
+    (src / "ferry.txt").write_text("The ferry to the island leaves at noon and carries forty cars. "
+                                   + FILLER[1])
+    (src / "bakery.txt").write_text("The bakery on Quay Street bakes rye bread from six. " + FILLER[2])
+    (src / "broken.pdf").write_bytes(b"%PDF-1.4 not really")
+
+    def run(*extra):
+        return subprocess.run(LCDOC + ["summarize", str(src), "--json", "--max-words", "25",
+                                       "--index-dir", str(tmp_path / f"idx{len(extra)}"), *extra],
+                              capture_output=True, text=True, env=env)
+
+    remote, local = run(), run("--no-server")
+    assert remote.returncode == local.returncode == 1  # the broken PDF, named by both
+    assert "broken.pdf" in remote.stderr and "by the running server" in remote.stderr
+    summaries = [{json.loads(x)["path"]: json.loads(x)["summary"] for x in r.stdout.splitlines()}
+                 for r in (remote, local)]
+    assert len(summaries[0]) == 2 and summaries[0] == summaries[1]
