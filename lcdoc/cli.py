@@ -115,11 +115,12 @@ def search(
     from lcdoc.remote import search_remote
 
     hits = None if no_server else search_remote(query, index, k, mode, s, log=console.log)
+    server = hits is not None
     if hits is None:
         with Index.open(index, s.index_dir) as idx:
             hits = idx.search(query, k=k, mode=mode)  # type: ignore[arg-type]
     if as_json:
-        print(json.dumps({"results": [h.as_json() for h in hits]}))
+        print(json.dumps({"results": [h.as_json() for h in hits], "server": server}))
         return
     for n, h in enumerate(hits, 1):
         where = _display(h.path)

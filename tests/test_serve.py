@@ -119,6 +119,7 @@ def test_search_through_the_server_equals_in_process(server, env, corpus):
     assert [(h["path"], h["page"]) for h in remote["results"]] == \
         [(h["path"], h["page"]) for h in local["results"]]
     assert "report.pdf" in remote["results"][0]["path"]
+    assert remote["server"] is True and local["server"] is False
 
 
 def test_chat_from_a_pipe_answers_each_line_and_reuses_the_document(env, doc):
