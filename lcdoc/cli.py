@@ -140,6 +140,8 @@ CtxOpt = Annotated[Optional[int], typer.Option("--ctx", help="Context to plan fo
                                                "model's native context; 131072 asks for 128K).")]
 KvOpt = Annotated[Optional[str], typer.Option("--kv", help="Force the KV cache type: f16, q8_0, q4_0.")]
 GpuOpt = Annotated[Optional[int], typer.Option("--gpu-layers", help="Layers on the GPU (0: CPU only).")]
+MaxTokensOpt = Annotated[Optional[int], typer.Option("--max-tokens", help="Longest answer.")]
+ExplainOpt = Annotated[bool, typer.Option("--explain", help="Print the routing reasons on stderr.")]
 
 
 @app.command()
@@ -225,8 +227,8 @@ def ask(
     ctx: CtxOpt = None,
     kv: KvOpt = None,
     gpu_layers: GpuOpt = None,
-    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", help="Longest answer.")] = None,
-    explain: Annotated[bool, typer.Option("--explain", help="Print the routing reasons on stderr.")] = False,
+    max_tokens: MaxTokensOpt = None,
+    explain: ExplainOpt = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     no_server: NoServerOpt = False,
@@ -452,8 +454,8 @@ def chat(
     ctx: CtxOpt = None,
     kv: KvOpt = None,
     gpu_layers: GpuOpt = None,
-    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", help="Longest answer.")] = None,
-    explain: Annotated[bool, typer.Option("--explain", help="Print the routing reasons on stderr.")] = False,
+    max_tokens: MaxTokensOpt = None,
+    explain: ExplainOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per answer, per line.")] = False,
     quiet: QuietOpt = False,
     no_server: NoServerOpt = False,
