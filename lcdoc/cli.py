@@ -422,8 +422,10 @@ def serve(
     index_dir: IndexDirOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Keep the model, the embedder and document states resident; ask, search, summarize and chat
-    use it automatically. Listens on a Unix socket only this user can open."""
+    """Keep the model and documents resident; ask, search, summarize and chat use it by themselves.
+
+    Listens on a Unix socket only this user can open; exits on SIGTERM, Ctrl-C or when idle.
+    """
     from lcdoc import client
     from lcdoc.engine.plan import fmt_bytes
     from lcdoc.serve import Server
@@ -460,8 +462,10 @@ def chat(
     quiet: QuietOpt = False,
     no_server: NoServerOpt = False,
 ) -> None:
-    """Questions and follow-ups over documents or an index; the documents stay resident and each
-    answer sees the conversation so far. From a pipe: one question per line, until the end."""
+    """A conversation over documents or an index: follow-ups reuse the resident documents.
+
+    Each answer sees the turns before it. From a pipe: one question per line, until the end.
+    """
     from lcdoc.chat import ChatSession
     from lcdoc.errors import UsageError
 
