@@ -31,7 +31,6 @@ MEMORY_SHARE = 0.5
 
 
 class _UnixServer(socketserver.UnixStreamServer):
-    allow_reuse_address = False
     timeout = 0.5  # handle_request() returns this often, for the idle check
 
 
