@@ -55,7 +55,7 @@ class Server:
     def load(self) -> None:
         """The embedder first (torch), then the model: both stay for the server's life."""
         from lcdoc.engine.llm import Engine
-        from lcdoc.engine.system import probe_memory, ram_available
+        from lcdoc.engine.system import ram_available
         from lcdoc.index.embed import get_embedder
 
         s = self.settings
@@ -63,7 +63,7 @@ class Server:
             get_embedder(str(s.embed_model) if s.embed_model else None)
         except LcdocError as e:
             self.log(f"lcdoc serve: no embedder ({e}); retrieval will load it per request")
-        n_seq = self.parallel or (4 if probe_memory().on_gpu else 1)
+        n_seq = self.parallel or 1  # each sequence costs a context's cache: only when asked
         self.engine = Engine(s.model, n_ctx=s.ctx, kv_type=s.kv_type, gpu_layers=s.gpu_layers,
                              cache_dir=s.index_dir / ".prompt-cache", n_threads=s.threads,
                              n_seq=n_seq, keep_resident=True, memory_bytes=0,

@@ -33,7 +33,7 @@ for stage in "$@"; do
     python3 -m lcdoc.eval.clibench serve --model $B8 --ctx 131072 --doc-tokens 100000 --followups 3 \
       --json $OUT/serve.json 2>&1 | tee $OUT/serve.txt ;;
   bench-sum)
-    python3 -m lcdoc.eval.clibench summarize --model $B8 --docs 16 --parallel 1,8 --ctx 32768 \
+    python3 -m lcdoc.eval.clibench summarize --model $B8 --docs ${SUM_DOCS:-48} --parallel ${SUM_PARALLEL:-1,8,16} --ctx 4096 \
       --json $OUT/sum.json 2>&1 | tee $OUT/sum.txt ;;
   smoke)
     cat $W/parts/models.tar.part-* | tar x -C $W/wheels && ls -la $W/wheels

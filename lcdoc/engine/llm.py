@@ -157,9 +157,10 @@ class Engine:
         import llama_cpp  # noqa: F401
         from llama_cpp import Llama
 
-        # Several sequences share one unified cache of n_ctx cells (the plan counted them), so a
-        # single long prompt can still use the whole context between side-by-side batches.
-        extra = dict(n_seq_max=self.plan.n_seq, kv_unified=True) if self.plan.n_seq > 1 else {}
+        # Side by side, each sequence has a cache stream of its own, n_ctx cells (the plan
+        # counted n_seq of them): attention never spans another document's cells. A single
+        # prompt runs in sequence 0's stream, so the context it sees is n_ctx either way.
+        extra = dict(n_seq_max=self.plan.n_seq, kv_unified=False) if self.plan.n_seq > 1 else {}
         try:
             with _context_defaults(**extra):
                 self.llm = Llama(model_path=str(self.path), verbose=verbose, n_threads=n_threads,

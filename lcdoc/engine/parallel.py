@@ -2,8 +2,8 @@
 
 Decoding is memory-bound: a step that advances four sequences reads the weights once, as a step
 that advances one does. Summarising a folder therefore runs documents side by side rather than
-one at a time. The sequences share the Engine's unified cache; llama.cpp masks each sequence's
-attention to its own cells, so no document sees another.
+one at a time. Each sequence has a cache stream of its own in the Engine's context, so its
+attention spans only its own cells (a shared cache made every step attend over all of them).
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ class Request:
 class ParallelDecoder:
     """Side-by-side decoding in the Engine's own context, planned for n_seq sequences.
 
-    The sequences share the context's unified cache (the planner counted it), so no second
-    context is ever created. Each step is one llama_decode for every active sequence; the
+    Each sequence has its own cache stream in that context (the planner counted them), so no
+    second context is ever created and no sequence attends over another's cells. Each step is one llama_decode for every active sequence; the
     repetition penalty and the greedy choice run on all their logits at once.
     """
 
@@ -57,9 +57,9 @@ class ParallelDecoder:
             self.batch = None
 
     def fits(self, group: list[Request]) -> bool:
-        # One unified cache: prompts and answers of the group together within n_ctx cells.
-        return len(group) <= self.n_seq and \
-            sum(len(r.prompt) + r.max_tokens for r in group) <= self.n_ctx
+        # A stream of n_ctx cells per sequence: each prompt and its answer within its own.
+        return len(group) <= self.n_seq and all(len(r.prompt) + r.max_tokens <= self.n_ctx
+                                                for r in group)
 
     def _add(self, tok: int, pos: int, seq: int, logits: bool) -> None:
         b = self.batch

@@ -56,11 +56,12 @@ class Plan:
         import llama_cpp
 
         kw: dict[str, Any] = dict(
-            n_ctx=self.n_ctx, n_batch=self.n_batch, n_ubatch=self.n_ubatch,
+            n_ctx=self.n_ctx * self.n_seq, n_batch=self.n_batch, n_ubatch=self.n_ubatch,
             n_gpu_layers=self.n_gpu_layers, flash_attn=self.flash_attn,
             type_k=getattr(llama_cpp, f"GGML_TYPE_{self.type_k.upper()}"),
             type_v=getattr(llama_cpp, f"GGML_TYPE_{self.type_v.upper()}"),
-        )  # n_seq: Llama() takes no n_seq_max; Engine sets it in the context defaults
+        )  # n_seq: Llama() takes no n_seq_max; Engine sets it in the context defaults, and
+        # llama.cpp gives each sequence n_ctx * n_seq / n_seq_max = n_ctx cells of its own
         if arch.swa_layers:
             kw["swa_full"] = self.swa_full
         if self.rope_scaling == "yarn":
@@ -90,20 +91,14 @@ def make_plan(
     """The settings for this model on this machine at this context, or DoesNotFitError with numbers."""
     reasons: list[str] = []
     native = arch.n_ctx_train
+    requested = n_ctx
     n_ctx = int(n_ctx or native)
+    if n_seq < 1:
+        raise UsageError(f"--parallel {n_seq}: at least one sequence")
     if n_ctx < 256:
         raise UsageError(f"--ctx {n_ctx}: a context under 256 tokens is not useful")
     if kv_type and kv_type not in KV_TYPES:
         raise UsageError(f"KV cache type {kv_type!r}: choose one of {', '.join(KV_TYPES)}")
-
-    if n_ctx > native and not arch.rope_scaling_type:
-        rope, factor = "yarn", n_ctx / native
-        reasons.append(f"context {n_ctx} > trained {native}: YaRN RoPE scaling x{factor:g} "
-                       f"(positions become addressable; recall far from the end may drop)")
-    else:
-        rope, factor = "none", 1.0
-        if arch.rope_scaling_type:
-            reasons.append(f"model already carries {arch.rope_scaling_type} RoPE scaling in its GGUF")
 
     on_gpu = memory.on_gpu and gpu_layers != 0
     n_batch, n_ubatch = (2048, 512) if on_gpu else (512, 512)
@@ -123,8 +118,31 @@ def make_plan(
         reasons.append(f"CPU ({why}): {fmt_bytes(memory.ram_available_bytes)} RAM available, "
                        f"planning {fmt_bytes(budget)}")
 
+    if n_seq > 1 and requested is None:
+        # Side by side, each sequence has its own stream of n_ctx cells (attention never spans
+        # the others'), so the cache is n_seq times one context: without a --ctx, the largest
+        # per-sequence context (up to the native one) whose f16 cache fits beside the weights.
+        room = budget - weights - compute
+        fit = int(room // (arch.kv_bytes_per_token("f16") * n_seq)) // 1024 * 1024
+        n_ctx = max(1024, min(native, fit))
+        reasons.append(f"{n_seq} sequences side by side, one cache stream each: {n_ctx} tokens "
+                       f"per sequence (the most up to the native {native} whose f16 cache fits)")
+    elif n_seq > 1:
+        reasons.append(f"{n_seq} sequences side by side, one cache stream each of {n_ctx} tokens: "
+                       f"the cache holds {n_seq * n_ctx} cells")
+
+    if n_ctx > native and not arch.rope_scaling_type:
+        rope, factor = "yarn", n_ctx / native
+        reasons.append(f"context {n_ctx} > trained {native}: YaRN RoPE scaling x{factor:g} "
+                       f"(positions become addressable; recall far from the end may drop)")
+    else:
+        rope, factor = "none", 1.0
+        if arch.rope_scaling_type:
+            reasons.append(f"model already carries {arch.rope_scaling_type} RoPE scaling in its GGUF")
+
     def kv(t: str, full: bool) -> int:
-        return arch.kv_cache_bytes(n_ctx, t, t, swa_full=full, n_ubatch=n_ubatch, n_seq=n_seq)
+        return arch.kv_cache_bytes(n_ctx * n_seq, t, t, swa_full=full, n_ubatch=n_ubatch,
+                                   n_seq=n_seq)
 
     # Sliding-window layers: a full-size cache lets llama.cpp reuse a cached prefix in place
     # past the window; a window-sized one saves memory, and lcdoc's prompt cache still works
@@ -162,7 +180,9 @@ def make_plan(
                            f"the rest run on the CPU")
     if chosen is None:
         raise DoesNotFitError(
-            f"{arch.name} at {n_ctx} tokens does not fit: weights {fmt_bytes(weights)}, KV cache "
+            f"{arch.name} at {n_ctx} tokens"
+            + (f" x {n_seq} sequences side by side" if n_seq > 1 else "")
+            + f" does not fit: weights {fmt_bytes(weights)}, KV cache "
             f"{fmt_bytes(kv('q4_0', swa_full))} even at q4_0, compute {fmt_bytes(compute)}; "
             f"{fmt_bytes(budget)} can be planned on the {device}. Try a smaller --ctx "
             f"(about {max_ctx_that_fits(arch, budget - weights - compute)} fits at q4_0)."
@@ -175,10 +195,6 @@ def make_plan(
     elif on_gpu and n_gpu == 0:
         n_gpu = arch.n_layer + 1  # every repeating layer plus the output layer
         reasons.append(f"all {arch.n_layer} layers on the GPU")
-    if n_seq > 1:
-        reasons.append(f"{n_seq} sequences side by side share one unified cache of {n_ctx} cells "
-                       f"(counted above): a batch packs prompts and answers up to {n_ctx} tokens "
-                       f"in all, about {n_ctx // n_seq} each when all are full")
     if chosen == "f16":
         reasons.append(f"KV cache f16: {fmt_bytes(kv('f16', swa_full))} fits"
                        + (" (quantised caches decode slower; used only when memory requires)"))
@@ -222,7 +238,7 @@ def plan_report(arch: Arch, plan: Plan) -> dict[str, Any]:
             "swa_layers": list(arch.swa_layers), "file_bytes": arch.file_bytes,
         },
         "kv_bytes_per_token": {t: arch.kv_bytes_per_token(t) for t in KV_TYPES},
-        "kv_cache_bytes": {t: arch.kv_cache_bytes(plan.n_ctx, t, t, swa_full=plan.swa_full,
+        "kv_cache_bytes": {t: arch.kv_cache_bytes(plan.n_ctx * plan.n_seq, t, t, swa_full=plan.swa_full,
                                                   n_ubatch=plan.n_ubatch, n_seq=plan.n_seq)
                            for t in KV_TYPES},
         "plan": {
@@ -230,6 +246,7 @@ def plan_report(arch: Arch, plan: Plan) -> dict[str, Any]:
             "flash_attn": plan.flash_attn, "rope_scaling": plan.rope_scaling,
             "rope_factor": plan.rope_factor, "n_gpu_layers": plan.n_gpu_layers,
             "swa_full": plan.swa_full, "n_batch": plan.n_batch, "n_ubatch": plan.n_ubatch,
+            "n_seq": plan.n_seq,
             "device": plan.device, "weights_bytes": plan.weights_bytes,
             "kv_cache_bytes": plan.kv_cache_bytes, "compute_bytes": plan.compute_bytes,
             "budget_bytes": plan.budget_bytes, "reasons": list(plan.reasons),
