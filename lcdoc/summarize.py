@@ -29,6 +29,11 @@ COMBINE = "These are summaries of consecutive parts of one document, with their 
           "Combine them into one summary of at most {w} words. Keep page references like (p. 3)."
 
 
+# Documents handed to the side-by-side decoder at once, in multiples of --parallel: enough that a
+# finished stream takes the next document at once (continuous refill), few enough to hold loaded.
+BATCH_GROUPS = 8
+
+
 @dataclass(frozen=True)
 class Summary:
     """One document's summary and what it took (one JSON line of `--json`)."""
@@ -273,17 +278,22 @@ def summarize_paths(
 
         if not batch:
             return
-        t0 = time.perf_counter()
-        texts = run_many(engine, decoder, [_request(engine, instruction, _labelled(d, 0, len(d.text)),
-                                                    instruction, answer_tokens) for _, d, _, _ in batch])
-        secs = (time.perf_counter() - t0) / len(batch)
-        for (f, d, cache_file, n_tok), text in zip(batch, texts):
+        last = [time.perf_counter()]  # each document is charged the time since the previous finished
+        requests = [_request(engine, instruction, _labelled(d, 0, len(d.text)), instruction,
+                             answer_tokens) for _, d, _, _ in batch]
+
+        def done(i: int, text: str) -> None:  # written as each finishes: a kill loses only those in flight
+            f, d, cache_file, n_tok = batch[i]
             if not text:
                 report.failed.append((str(f), "the model produced an empty summary"))
                 if on_failure:
                     on_failure(str(f), "the model produced an empty summary")
-                continue
+                return
+            now = time.perf_counter()
+            secs, last[0] = now - last[0], now
             finish(f, Summary(str(f), text, "stuff", 1, n_tok, secs, 1, d.sha256), False, cache_file)
+
+        run_many(engine, decoder, requests, on_done=done)
         batch.clear()
 
     try:
@@ -312,7 +322,7 @@ def summarize_paths(
             n_tok = engine.count(_labelled(doc, 0, len(doc.text)))
             if decoder is not None and n_tok <= per_seq:
                 batch.append((f, doc, cache_file, n_tok))
-                if len(batch) == parallel:
+                if len(batch) == BATCH_GROUPS * parallel:
                     flush_batch()
                 continue
             s = summarize_document(doc, engine, style, max_words, prompt, on_level, decoder)

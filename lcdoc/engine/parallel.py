@@ -8,7 +8,9 @@ attention spans only its own cells (a shared cache made every step attend over a
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -85,59 +87,90 @@ class ParallelDecoder:
         ptr = llama_cpp.llama_get_logits(self.ctx.ctx)
         return np.ctypeslib.as_array(ptr, shape=(n_rows, self.n_vocab))
 
-    def _prefill(self, group: list[Request]) -> np.ndarray:
-        """Every prompt, packed into n_batch-token batches; the last-token logits of each."""
-        last = np.empty((len(group), self.n_vocab), dtype=np.float32)
-        queue = [(s, j, t) for s, r in enumerate(group) for j, t in enumerate(r.prompt)]
+    def _prefill(self, prompts: dict[int, list[int]]) -> dict[int, np.ndarray]:
+        """Prompts of the given sequences, packed into n_batch-token batches; a copy of each
+        one's last-token logits."""
+        last: dict[int, np.ndarray] = {}
+        queue = [(s, j, t) for s, prompt in prompts.items() for j, t in enumerate(prompt)]
         for start in range(0, len(queue), self.n_batch):
             self.batch.n_tokens = 0
             ends = []
             for s, j, t in queue[start : start + self.n_batch]:
-                is_end = j == len(group[s].prompt) - 1
+                is_end = j == len(prompts[s]) - 1
                 self._add(t, j, s, is_end)
                 if is_end:
                     ends.append(s)
             self._decode()
             if ends:
-                last[ends] = self._output_logits(len(ends))
+                rows = self._output_logits(len(ends))
+                last.update({s: rows[k].copy() for k, s in enumerate(ends)})
         return last
 
     def generate(self, group: list[Request]) -> list[str]:
         """Greedy answers to each request, decoded side by side."""
-        import llama_cpp
-
         if not self.fits(group):
             raise ValueError("group does not fit the parallel context")
+        return self.run(group)
+
+    def run(self, requests: list[Request],
+            on_done: Callable[[int, str], None] | None = None) -> list[str]:
+        """Greedy answers to every request, n_seq at a time with continuous refill: when one
+        sequence finishes, the next request takes its stream at once, so no step waits for the
+        longest answer of a group. on_done(index, text) is called as each one finishes."""
+        import llama_cpp
+
+        if any(not self.fits([r]) for r in requests):
+            raise ValueError("a request does not fit one sequence's context")
         self.engine.forget_resident()  # the cells below are about to be overwritten
-        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self.ctx.ctx), True)
-        logits = self._prefill(group)
-        history = [list(r.prompt[-REPEAT_LAST_N:]) for r in group]
-        raw = [b"" for _ in group]
-        texts = [""] * len(group)
-        n_out = [0] * len(group)
-        pos = [len(r.prompt) for r in group]
-        active = list(range(len(group)))
-        while active:
-            toks = self._greedy(logits, [history[s] for s in active])
-            still = []
-            for s, tok in zip(active, toks):
-                if llama_cpp.llama_vocab_is_eog(self.vocab, tok):
-                    continue
-                n_out[s] += 1
-                history[s].append(tok)
-                if self._append(s, tok, raw, texts, group[s].stops) or n_out[s] >= group[s].max_tokens:
-                    continue
-                still.append((s, tok))
-            if not still:
-                break
-            self.batch.n_tokens = 0
-            for s, tok in still:
-                self._add(tok, pos[s], s, True)
-                pos[s] += 1
-            self._decode()
-            active = [s for s, _ in still]
-            logits = self._output_logits(len(active))
-        return [t.strip() for t in texts]
+        mem = llama_cpp.llama_get_memory(self.ctx.ctx)
+        llama_cpp.llama_memory_clear(mem, True)
+        results = [""] * len(requests)
+        pending = deque(range(len(requests)))
+        free = list(range(self.n_seq - 1, -1, -1))
+        live: dict[int, _Stream] = {}
+        fresh: dict[int, np.ndarray] = {}  # seq -> logits copied after its prompt
+        decoded: list[int] = []  # seqs whose logits are the rows of the last decode, in order
+        while pending or live:
+            # 1. Sample every live sequence: rows of the last step, then newly prompted ones.
+            picks = []
+            if decoded:
+                rows = self._output_logits(len(decoded))
+                picks += zip(decoded, self._greedy(rows, [live[q].history for q in decoded]))
+            if fresh:
+                seqs = list(fresh)
+                picks += zip(seqs, self._greedy(np.stack([fresh[q] for q in seqs]),
+                                                [live[q].history for q in seqs]))
+            fresh.clear()
+            step = []
+            for q, tok in picks:
+                st = live[q]
+                if st.add(tok, self) or st.n_out >= requests[st.index].max_tokens:
+                    results[st.index] = st.text.strip()
+                    if on_done:
+                        on_done(st.index, results[st.index])
+                    del live[q]
+                    free.append(q)
+                else:
+                    step.append((q, tok))
+            # 2. Free streams take the next requests: cleared, then their prompts prefilled.
+            starting: dict[int, list[int]] = {}
+            while free and pending:
+                q, i = free.pop(), pending.popleft()
+                llama_cpp.llama_memory_seq_rm(mem, q, -1, -1)
+                live[q] = _Stream(i, requests[i])
+                starting[q] = requests[i].prompt
+            if starting:
+                fresh.update(self._prefill(starting))
+            # 3. One decode step for every sequence that has a new token.
+            decoded = [q for q, _ in step]
+            if step:
+                self.batch.n_tokens = 0
+                for q, tok in step:
+                    st = live[q]
+                    self._add(tok, st.pos, q, True)
+                    st.pos += 1
+                self._decode()
+        return results
 
     @staticmethod
     def _greedy(logits: np.ndarray, recent: list[list[int]]) -> list[int]:
@@ -150,55 +183,63 @@ class ParallelDecoder:
                 logits[i, idx] = np.where(vals > 0, vals / REPEAT_PENALTY, vals * REPEAT_PENALTY)
         return [int(t) for t in np.argmax(logits, axis=1)]
 
-    def _append(self, s: int, tok: int, raw: list[bytes], texts: list[str],
-                stops: tuple[str, ...]) -> bool:
-        """Add one token's text to sequence s; True when a stop string or a loop ends it."""
-        raw[s] += self.engine.llm.detokenize([tok])
+
+class _Stream:
+    """One request in flight: its position, its answer so far, and what stops it."""
+
+    def __init__(self, index: int, req: Request) -> None:
+        self.index = index
+        self.stops = req.stops
+        self.pos = len(req.prompt)
+        self.history = list(req.prompt[-REPEAT_LAST_N:])
+        self.n_out = 0
+        self.raw = b""
+        self.text = ""
+
+    def add(self, tok: int, dec: ParallelDecoder) -> bool:
+        """Take one token; True when the answer ends (end of generation, a stop string, a loop)."""
+        import llama_cpp
+
+        if llama_cpp.llama_vocab_is_eog(dec.vocab, tok):
+            return True
+        self.n_out += 1
+        self.history.append(tok)
+        self.raw += dec.engine.llm.detokenize([tok])
         try:
-            texts[s] += raw[s].decode("utf-8")
-            raw[s] = b""
+            self.text += self.raw.decode("utf-8")
+            self.raw = b""
         except UnicodeDecodeError:  # a character split across tokens: wait for the rest
-            if len(raw[s]) <= 8:
+            if len(self.raw) <= 8:
                 return False
-            texts[s] += raw[s].decode("utf-8", errors="replace")
-            raw[s] = b""
-        text = texts[s]
-        hit = min((i for i in (text.find(x) for x in stops if x) if i >= 0), default=-1)
+            self.text += self.raw.decode("utf-8", errors="replace")
+            self.raw = b""
+        hit = min((i for i in (self.text.find(x) for x in self.stops if x) if i >= 0), default=-1)
         if hit < 0:
-            hit = repeat_start(text)
+            hit = repeat_start(self.text)
         if hit >= 0:
-            texts[s] = text[:hit]
+            self.text = self.text[:hit]
             return True
         return False
 
 
-def run_many(engine, decoder: ParallelDecoder | None, requests: list[Request]) -> list[str]:
-    """Answers in request order: packed into groups that fit the decoder, or one by one without it."""
-    if decoder is None:
-        out = []
-        for r in requests:
-            c = engine.complete_tokens(r.prompt[:0] + r.prompt, [], max_tokens=r.max_tokens,
-                                       stop=list(r.stops), cache_prefix=False)
-            out.append(c.text.strip())
-        return out
-    results: list[str | None] = [None] * len(requests)
-    order = sorted(range(len(requests)), key=lambda i: len(requests[i].prompt))
-    group: list[int] = []
+def run_many(engine, decoder: ParallelDecoder | None, requests: list[Request],
+             on_done: Callable[[int, str], None] | None = None) -> list[str]:
+    """Answers in request order: side by side with continuous refill where a request fits one
+    sequence's context, one by one otherwise (or without a decoder)."""
+    results = [""] * len(requests)
+    fits = [i for i, r in enumerate(requests) if decoder is not None and decoder.fits([r])]
+    if fits:
+        def done(k: int, text: str) -> None:
+            results[fits[k]] = text
+            if on_done:
+                on_done(fits[k], text)
 
-    def flush() -> None:
-        for i, text in zip(group, decoder.generate([requests[i] for i in group])):
-            results[i] = text
-        group.clear()
-
-    for i in order:
-        if group and not decoder.fits([requests[j] for j in group + [i]]):
-            flush()
-        if not decoder.fits([requests[i]]):
-            c = engine.complete_tokens(requests[i].prompt, [], max_tokens=requests[i].max_tokens,
-                                       stop=list(requests[i].stops), cache_prefix=False)
-            results[i] = c.text.strip()
-            continue
-        group.append(i)
-    if group:
-        flush()
-    return [r or "" for r in results]
+        decoder.run([requests[i] for i in fits], on_done=done)
+    for i in sorted(set(range(len(requests))) - set(fits)):
+        r = requests[i]
+        c = engine.complete_tokens(r.prompt, [], max_tokens=r.max_tokens, stop=list(r.stops),
+                                   cache_prefix=False)
+        results[i] = c.text.strip()
+        if on_done:
+            on_done(i, results[i])
+    return results
