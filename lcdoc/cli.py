@@ -337,7 +337,7 @@ def summarize(
     prompt: Annotated[Optional[str], typer.Option("--prompt", help="Your own instruction.")] = None,
     digest: Annotated[bool, typer.Option("--digest", help="Also one summary of all the summaries.")] = False,
     parallel: Annotated[Optional[int], typer.Option("--parallel", help="Documents decoded side by "
-                                                    "side, a --ctx cache stream each (default: 4 "
+                                                    "side, up to --ctx tokens each (default: 4 "
                                                     "on a GPU, 1 on a CPU).")] = None,
     include: Annotated[list[str], typer.Option("--include", help="Glob of files to take.")] = [],
     exclude: Annotated[list[str], typer.Option("--exclude", help="Glob of files to leave out.")] = [],
@@ -412,7 +412,7 @@ def serve(
     kv: KvOpt = None,
     gpu_layers: GpuOpt = None,
     parallel: Annotated[Optional[int], typer.Option("--parallel", help="Sequences side by side for "
-                                                    "summarize, a --ctx cache stream each (default 1).")] = None,
+                                                    "summarize, up to --ctx tokens each (default 1).")] = None,
     idle_timeout: Annotated[float, typer.Option("--idle-timeout", help="Exit after this many seconds "
                                                 "without a request (0: never).")] = 1800.0,
     memory_gb: Annotated[Optional[float], typer.Option("--memory-gb", help="Memory for the states of "

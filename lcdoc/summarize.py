@@ -245,7 +245,7 @@ def summarize_paths(
     instruction = prompt or STYLES[style].format(w=max_words)
     answer_tokens = int(max_words * 1.6) + 32
     pre0, suf0, _ = engine.chat_parts(instruction, "", instruction)
-    per_seq = engine.n_ctx - engine.count(pre0 + suf0) - answer_tokens - 64  # a stream each
+    per_seq = engine.n_ctx - engine.count(pre0 + suf0) - answer_tokens - 64  # per sequence
     done_count = 0
     started = time.perf_counter()
     tokens_done = 0

@@ -157,10 +157,11 @@ class Engine:
         import llama_cpp  # noqa: F401
         from llama_cpp import Llama
 
-        # Side by side, each sequence has a cache stream of its own, n_ctx cells (the plan
-        # counted n_seq of them): attention never spans another document's cells. A single
-        # prompt runs in sequence 0's stream, so the context it sees is n_ctx either way.
-        extra = dict(n_seq_max=self.plan.n_seq, kv_unified=False) if self.plan.n_seq > 1 else {}
+        # Side by side, n_seq sequences of up to n_ctx tokens each share one unified cache of
+        # n_seq * n_ctx cells (the plan counted them). Separate per-sequence streams were
+        # measured slower on the H100 (~21 ms per 8-sequence step against ~10.5 ms unified,
+        # docs/benchmarks.md): llama.cpp runs the streams' attention apart.
+        extra = dict(n_seq_max=self.plan.n_seq, kv_unified=True) if self.plan.n_seq > 1 else {}
         try:
             with _context_defaults(**extra):
                 self.llm = Llama(model_path=str(self.path), verbose=verbose, n_threads=n_threads,

@@ -2,8 +2,8 @@
 
 Decoding is memory-bound: a step that advances four sequences reads the weights once, as a step
 that advances one does. Summarising a folder therefore runs documents side by side rather than
-one at a time. Each sequence has a cache stream of its own in the Engine's context, so its
-attention spans only its own cells (a shared cache made every step attend over all of them).
+one at a time. The sequences share the Engine's unified cache, up to n_ctx tokens each; a
+finished sequence's cells go to the next document at once (continuous refill).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ class Request:
 class ParallelDecoder:
     """Side-by-side decoding in the Engine's own context, planned for n_seq sequences.
 
-    Each sequence has its own cache stream in that context (the planner counted them), so no
-    second context is ever created and no sequence attends over another's cells. Each step is one llama_decode for every active sequence; the
+    The sequences share that context's unified cache (the planner counted n_seq x n_ctx cells),
+    so no second context is ever created; llama.cpp masks each one's attention to its own cells. Each step is one llama_decode for every active sequence; the
     repetition penalty and the greedy choice run on all their logits at once.
     """
 
@@ -59,7 +59,7 @@ class ParallelDecoder:
             self.batch = None
 
     def fits(self, group: list[Request]) -> bool:
-        # A stream of n_ctx cells per sequence: each prompt and its answer within its own.
+        # Up to n_ctx tokens per sequence, so n_seq of them always fit the n_seq * n_ctx cells.
         return len(group) <= self.n_seq and all(len(r.prompt) + r.max_tokens <= self.n_ctx
                                                 for r in group)
 

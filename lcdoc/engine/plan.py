@@ -119,16 +119,16 @@ def make_plan(
                        f"planning {fmt_bytes(budget)}")
 
     if n_seq > 1 and requested is None:
-        # Side by side, each sequence has its own stream of n_ctx cells (attention never spans
-        # the others'), so the cache is n_seq times one context: without a --ctx, the largest
+        # Side by side, each sequence may fill n_ctx cells of the shared cache, so it holds
+        # n_seq times one context: without a --ctx, the largest
         # per-sequence context (up to the native one) whose f16 cache fits beside the weights.
         room = budget - weights - compute
         fit = int(room // (arch.kv_bytes_per_token("f16") * n_seq)) // 1024 * 1024
         n_ctx = max(1024, min(native, fit))
-        reasons.append(f"{n_seq} sequences side by side, one cache stream each: {n_ctx} tokens "
+        reasons.append(f"{n_seq} sequences side by side in one cache: {n_ctx} tokens "
                        f"per sequence (the most up to the native {native} whose f16 cache fits)")
     elif n_seq > 1:
-        reasons.append(f"{n_seq} sequences side by side, one cache stream each of {n_ctx} tokens: "
+        reasons.append(f"{n_seq} sequences side by side of up to {n_ctx} tokens each: "
                        f"the cache holds {n_seq * n_ctx} cells")
 
     if n_ctx > native and not arch.rope_scaling_type:
