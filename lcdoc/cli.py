@@ -191,9 +191,13 @@ def plan(
     console.out.print(
         f"[bold]Plan[/bold]: n_ctx {p.n_ctx:,}, KV {p.type_k}/{p.type_v} "
         f"({fmt_bytes(p.kv_cache_bytes)}), flash attention {'on' if p.flash_attn else 'off'}, "
-        f"RoPE scaling {rope}, {p.device} with {p.n_gpu_layers} GPU layers, "
+        f"RoPE scaling {rope}, {p.device} with {p.n_gpu_layers} GPU layers"
+        f"{' (split over GPUs by layer)' if p.split_mode == 'layer' else ''}, "
         f"n_batch {p.n_batch}/n_ubatch {p.n_ubatch}"
         + (f", swa_full {p.swa_full}" if arch.swa_layers else ""))
+    for i, b in p.gpu_bytes:
+        console.out.print(f"  GPU {i}: {fmt_bytes(b)} planned"
+                          + (f" ({p.tensor_split[i]:.0%} of the layers)" if p.tensor_split else ""))
     for r in p.reasons:
         console.out.print(f"  - {r}", markup=False)
 

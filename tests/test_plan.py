@@ -86,3 +86,74 @@ def test_missing_or_non_gguf_model_is_a_clear_error(tmp_path):
     r = subprocess.run([sys.executable, "-m", "lcdoc", "plan", "--model", str(tmp_path / "none.gguf")],
                        capture_output=True, text=True)
     assert r.returncode == 1 and "model not found" in r.stderr
+
+
+# --- several GPUs: the planner is a pure function of the model's metadata and the memory -------
+def llama70b():
+    """The Llama-3-70B shape (80 layers, 8 KV heads, 128K) at Q4_K_M, as its GGUF would say."""
+    import dataclasses
+
+    from lcdoc.engine.arch import read_arch
+    from lcdoc.engine.llm import resolve_model
+
+    return dataclasses.replace(
+        read_arch(resolve_model(None)), name="llama-3-70b", arch="llama", n_layer=80, n_head=64,
+        n_head_kv=8, n_embd=8192, head_dim_k=128, head_dim_v=128, n_ctx_train=131072,
+        rope_freq_base=500000.0, n_vocab=128256, file_bytes=int(42.5 * 2**30), swa_layers=(),
+        sliding_window=None)
+
+
+def gpus(*free_gib):
+    from lcdoc.engine.system import GPU, Memory
+
+    return Memory(64 * 2**30, tuple(GPU(i, "H100", int(f * 2**30), 80 * 2**30)
+                                     for i, f in enumerate(free_gib)), True)
+
+
+def test_a_model_that_fits_one_gpu_is_not_split():
+    from lcdoc.engine.plan import make_plan
+
+    p = make_plan(llama70b(), gpus(60, 139), n_ctx=8192)
+    assert p.split_mode == "none" and p.main_gpu == 1 and p.type_k == "f16"
+    kw = p.llama_kwargs(llama70b())
+    assert kw["main_gpu"] == 1 and "tensor_split" not in kw
+
+
+def test_70b_at_128k_is_split_evenly_over_two_equal_gpus_keeping_f16():
+    from lcdoc.engine.plan import make_plan
+
+    p = make_plan(llama70b(), gpus(79, 79), n_ctx=131072)
+    assert p.kv_cache_bytes == 40 * 2**30  # 80 layers x 8 heads x 128 x 2 (K, V) x 2 bytes x 128K
+    assert p.split_mode == "layer" and p.type_k == "f16" and p.tensor_split == (0.5, 0.5)
+    assert all(b <= 79 * 2**30 * 0.85 for _, b in p.gpu_bytes)
+    assert sum(b for _, b in p.gpu_bytes) >= p.weights_bytes + p.kv_cache_bytes
+    assert any("layers split over GPU 0 50%" in r for r in p.reasons)
+
+
+def test_unequal_gpus_take_layers_in_proportion_to_free_memory():
+    from lcdoc.engine.plan import make_plan
+
+    p = make_plan(llama70b(), gpus(79, 40), n_ctx=131072)
+    assert p.split_mode == "layer" and p.main_gpu == 0
+    big, small = p.tensor_split
+    assert big > small > 0 and abs(big + small - 1) < 1e-3
+    per_gpu = dict(p.gpu_bytes)
+    assert per_gpu[0] <= 79 * 2**30 * 0.85 and per_gpu[1] <= 40 * 2**30 * 0.85
+
+
+def test_f16_over_two_gpus_is_preferred_to_a_quantised_cache_on_one_and_q8_used_when_needed():
+    from lcdoc.engine.plan import make_plan
+
+    assert make_plan(llama70b(), gpus(79, 79), n_ctx=131072).type_k == "f16"
+    p = make_plan(llama70b(), gpus(45, 45), n_ctx=131072)  # f16 needs ~82 GiB: only q8_0 fits
+    assert p.split_mode == "layer" and p.type_k == "q8_0"
+
+
+def test_too_little_memory_in_total_is_refused_with_the_numbers():
+    from lcdoc.engine.plan import make_plan
+    from lcdoc.errors import DoesNotFitError
+
+    with pytest.raises(DoesNotFitError) as e:
+        make_plan(llama70b(), gpus(12, 12), n_ctx=131072)
+    msg = str(e.value)
+    assert "does not fit" in msg and "weights 42.50 GiB" in msg and "q4_0" in msg

@@ -47,6 +47,10 @@ class Plan:
     compute_bytes: int
     budget_bytes: int
     reasons: tuple[str, ...] = field(default=())
+    split_mode: str = "none"  # "none": one GPU (main_gpu); "layer": whole layers spread over GPUs
+    main_gpu: int = 0
+    tensor_split: tuple[float, ...] = ()  # share of the layers per GPU, by device index
+    gpu_bytes: tuple[tuple[int, int], ...] = ()  # (GPU index, bytes planned on it)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,6 +66,12 @@ class Plan:
             type_v=getattr(llama_cpp, f"GGML_TYPE_{self.type_v.upper()}"),
         )  # n_seq: Llama() takes no n_seq_max; Engine sets it in the context defaults, and
         # llama.cpp gives each sequence n_ctx * n_seq / n_seq_max = n_ctx cells of its own
+        if self.device == "cuda":
+            kw["main_gpu"] = self.main_gpu
+            kw["split_mode"] = (llama_cpp.LLAMA_SPLIT_MODE_LAYER if self.split_mode == "layer"
+                                else llama_cpp.LLAMA_SPLIT_MODE_NONE)
+            if self.split_mode == "layer":
+                kw["tensor_split"] = list(self.tensor_split)
         if arch.swa_layers:
             kw["swa_full"] = self.swa_full
         if self.rope_scaling == "yarn":
@@ -77,6 +87,34 @@ def compute_estimate(arch: Arch, n_ubatch: int, n_batch: int) -> int:
     """
     graph = n_ubatch * (arch.n_vocab * 4 + arch.n_embd * 4 * 24) + 64 * MiB
     return graph + n_batch * arch.n_vocab * 4
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where weights, cache and compute buffers go on the GPUs."""
+
+    split_mode: str
+    main_gpu: int
+    tensor_split: tuple[float, ...]
+    gpu_bytes: tuple[tuple[int, int], ...]
+
+
+def place_on_gpus(gpus: tuple, weights: int, kv: int, compute: int) -> Placement | None:
+    """One GPU when weights + cache + compute fit the one with most free memory; else whole
+    layers spread over the GPUs in proportion to what each can take (llama.cpp's layer split:
+    each GPU holds its layers' weights and cache, activations cross once per boundary); None
+    when even all of them together are too small. Every GPU gets its own compute buffer."""
+    best = max(gpus, key=lambda g: g.free_bytes)
+    if weights + kv + compute <= int(best.free_bytes * HEADROOM):
+        return Placement("none", best.index, (), ((best.index, weights + kv + compute),))
+    room = {g.index: int(g.free_bytes * HEADROOM) - compute for g in gpus}
+    usable = {i: r for i, r in room.items() if r > 0}
+    if len(usable) < 2 or weights + kv > sum(usable.values()):
+        return None
+    total = sum(usable.values())
+    split = tuple(round(usable.get(g.index, 0) / total, 4) for g in sorted(gpus, key=lambda g: g.index))
+    planned = tuple((i, int(r / total * (weights + kv)) + compute) for i, r in sorted(usable.items()))
+    return Placement("layer", best.index, split, planned)
 
 
 def make_plan(
@@ -108,8 +146,9 @@ def make_plan(
         gpu = max(memory.gpus, key=lambda g: g.free_bytes)
         budget = int(gpu.free_bytes * HEADROOM)
         device = "cuda"
-        reasons.append(f"GPU {gpu.name}: {fmt_bytes(gpu.free_bytes)} free, planning "
-                       f"{fmt_bytes(budget)}")
+        reasons.append("; ".join(f"GPU {g.index} {g.name}: {fmt_bytes(g.free_bytes)} free"
+                                 for g in sorted(memory.gpus, key=lambda g: g.index))
+                       + f"; planning {HEADROOM:.0%} of each")
     else:
         budget = int(memory.ram_available_bytes * HEADROOM)
         device = "cpu"
@@ -160,14 +199,22 @@ def make_plan(
         swa_full = False
 
     candidates = [kv_type] if kv_type else list(KV_TYPES)
-    chosen = None
+    chosen, placed = None, None
     for t in candidates:
-        need = kv(t, swa_full) + compute + (weights if on_gpu or device == "cpu" else 0)
-        if need <= budget:
+        if on_gpu:  # f16 spread over GPUs before a quantised cache on one: quantised decodes slower
+            placed = place_on_gpus(memory.gpus, weights, kv(t, swa_full), compute)
+            if placed is not None:
+                chosen = t
+                break
+            where = (f"{fmt_bytes(sum(int(g.free_bytes * HEADROOM) for g in memory.gpus))} on "
+                     f"{len(memory.gpus)} GPUs together" if len(memory.gpus) > 1 else fmt_bytes(budget))
+        elif kv(t, swa_full) + compute + weights <= budget:
             chosen = t
             break
+        else:
+            where = fmt_bytes(budget)
         reasons.append(f"KV {t}: {fmt_bytes(kv(t, swa_full))} + weights {fmt_bytes(weights)} + "
-                       f"compute {fmt_bytes(compute)} > {fmt_bytes(budget)}")
+                       f"compute {fmt_bytes(compute)} > {where}")
     n_gpu = 0
     if chosen is None and on_gpu:
         # Split: as many layers on the GPU as fit with their share of a q4_0... f16 cache.
@@ -194,7 +241,18 @@ def make_plan(
                        f"(--gpu-layers); the rest on the CPU")
     elif on_gpu and n_gpu == 0:
         n_gpu = arch.n_layer + 1  # every repeating layer plus the output layer
-        reasons.append(f"all {arch.n_layer} layers on the GPU")
+        reasons.append(f"all {arch.n_layer} layers on the GPU"
+                       + ("s" if placed is not None and placed.split_mode == "layer" else ""))
+    if placed is not None and placed.split_mode == "layer":
+        reasons.append(
+            "does not fit one GPU: layers split over " + ", ".join(
+                f"GPU {i} {share:.0%} ({fmt_bytes(b)} planned of "
+                f"{fmt_bytes(next(g.free_bytes for g in memory.gpus if g.index == i))} free)"
+                for (i, b), share in zip(placed.gpu_bytes, [x for x in placed.tensor_split if x > 0]))
+            + f" by free memory (split_mode layer; row split, tensor-parallel over PCIe/NVLink for "
+            f"every matrix product, is not chosen); GPU {placed.main_gpu} is the main GPU")
+    elif placed is not None and len(memory.gpus) > 1:
+        reasons.append(f"fits GPU {placed.main_gpu} alone (the most free memory): no split")
     if chosen == "f16":
         reasons.append(f"KV cache f16: {fmt_bytes(kv('f16', swa_full))} fits"
                        + (" (quantised caches decode slower; used only when memory requires)"))
@@ -210,6 +268,10 @@ def make_plan(
         n_ubatch=n_ubatch, n_seq=n_seq, device=device, weights_bytes=weights,
         kv_cache_bytes=kv(chosen, swa_full), compute_bytes=compute, budget_bytes=budget,
         reasons=tuple(reasons),
+        split_mode=placed.split_mode if placed else "none",
+        main_gpu=placed.main_gpu if placed else (gpu.index if on_gpu else 0),
+        tensor_split=placed.tensor_split if placed else (),
+        gpu_bytes=placed.gpu_bytes if placed else (),
     )
 
 
@@ -246,7 +308,9 @@ def plan_report(arch: Arch, plan: Plan) -> dict[str, Any]:
             "flash_attn": plan.flash_attn, "rope_scaling": plan.rope_scaling,
             "rope_factor": plan.rope_factor, "n_gpu_layers": plan.n_gpu_layers,
             "swa_full": plan.swa_full, "n_batch": plan.n_batch, "n_ubatch": plan.n_ubatch,
-            "n_seq": plan.n_seq,
+            "n_seq": plan.n_seq, "split_mode": plan.split_mode, "main_gpu": plan.main_gpu,
+            "tensor_split": list(plan.tensor_split),
+            "gpu_bytes": {str(i): b for i, b in plan.gpu_bytes},
             "device": plan.device, "weights_bytes": plan.weights_bytes,
             "kv_cache_bytes": plan.kv_cache_bytes, "compute_bytes": plan.compute_bytes,
             "budget_bytes": plan.budget_bytes, "reasons": list(plan.reasons),
