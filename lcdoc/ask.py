@@ -268,7 +268,7 @@ def ask(
     if not question.strip():
         raise UsageError("the question is empty")
     paths = list(paths or [])
-    index = Index.open(index_name, s.index_dir, embed_model=s.embed_model) if index_name else None
+    index = Index.open(index_name, s.index_dir, embed_model=s.embed_model, allow_path=False) if index_name else None
     if not paths and index is None:
         raise UsageError("nothing to ask about: give files, '-' for stdin, or --index NAME")
     docs, failed = gather_documents(paths, stdin_data) if paths else ([], [])

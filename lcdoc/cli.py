@@ -59,7 +59,7 @@ def index_cmd(
 
     console.QUIET = quiet
     s = _settings(index_dir=index_dir, max_file_mb=max_mb)
-    idx = Index.open(index, s.index_dir, create=True, embed_model=s.embed_model)
+    idx = Index.open(index, s.index_dir, create=True, embed_model=s.embed_model, allow_path=False)
     with console.progress_bar() as bar:
         try:
             rep = update_index(idx, list(paths), tuple(include), tuple(exclude),
@@ -70,6 +70,10 @@ def index_cmd(
             raise typer.Exit(130)
     for sk in rep.skipped:
         console.log(f"skipped {sk.path}: {sk.reason}")
+    for k in rep.kept:
+        console.err.print(f"lcdoc: warning: {k.path}: {k.reason}", markup=False, highlight=False)
+    for p in rep.removed_paths:
+        console.log(f"removed {_display(p)}: the file no longer exists")
     for f in rep.failed:
         console.err.print(f"lcdoc: error: {f.path}: {f.reason}", markup=False, highlight=False)
     counts = idx.store.counts()
@@ -81,6 +85,8 @@ def index_cmd(
             "vector_index": rep.vector_index, "total": counts,
             "failed": [{"path": f.path, "reason": f.reason} for f in rep.failed],
             "skipped": [{"path": f.path, "reason": f.reason} for f in rep.skipped],
+            "kept": [{"path": f.path, "reason": f.reason} for f in rep.kept],
+            "removed_paths": rep.removed_paths,
         }))
     else:
         rate = rep.chunks / rep.seconds if rep.seconds else 0.0
@@ -117,7 +123,7 @@ def search(
     hits = None if no_server else search_remote(query, index, k, mode, s, log=console.log)
     server = hits is not None
     if hits is None:
-        with Index.open(index, s.index_dir) as idx:
+        with Index.open(index, s.index_dir, allow_path=False) as idx:
             hits = idx.search(query, k=k, mode=mode)  # type: ignore[arg-type]
     if as_json:
         print(json.dumps({"results": [h.as_json() for h in hits], "server": server}))
@@ -651,6 +657,12 @@ def bench(
 
 def main() -> None:
     """Entry point: run the app and turn lcdoc's errors into one-line messages and exit codes."""
+    # A file name that is not valid UTF-8 (another locale's bytes) prints as escapes, never crashes.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError):
+            pass
     try:
         app()
     except LcdocError as e:
@@ -659,3 +671,11 @@ def main() -> None:
     except BrokenPipeError:
         sys.stderr.close()
         sys.exit(0)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as e:  # a bug: one line for the user, the traceback on request
+        if os.environ.get("LCDOC_DEBUG"):
+            raise
+        console.err.print(f"lcdoc: internal error: {type(e).__name__}: {e} (LCDOC_DEBUG=1 shows "
+                          f"the traceback)", markup=False, highlight=False)
+        sys.exit(1)

@@ -28,13 +28,6 @@ def _abs(path: str) -> str:
     return path if path == "-" else os.path.abspath(path)
 
 
-def _index_ref(index: str | None) -> str | None:
-    """Index names travel as they are; index paths become absolute (the server has its own cwd)."""
-    if index and ("/" in index or index.startswith(".")):
-        return os.path.abspath(index)
-    return index
-
-
 def _settings_payload(s: Settings) -> dict[str, Any]:
     keys = ("index_dir", "embed_model", "answer_tokens", "chunk_tokens", "chunk_overlap",
             "max_file_mb", "model", "ctx", "kv_type", "gpu_layers")
@@ -74,7 +67,7 @@ def ask_remote(question: str, paths: list[str], index: str | None, mode: str, se
         elif ev["event"] == "route" and on_route:
             on_route(Route(ev["route"], 0, None, tuple(ev["reasons"])))
 
-    payload = {"question": question, "paths": [_abs(p) for p in paths], "index": _index_ref(index),
+    payload = {"question": question, "paths": [_abs(p) for p in paths], "index": index,
                "mode": mode, "settings": _settings_payload(settings), "stream": on_text is not None,
                "stdin": base64.b64encode(stdin_data).decode() if stdin_data is not None else None,
                "history": [list(h) for h in history or []]}
@@ -87,7 +80,7 @@ def search_remote(query: str, index: str, k: int, mode: str, settings: Settings,
     """Hits from a running server (its embedder is loaded already), or None."""
     from lcdoc.index.hybrid import Hit
 
-    payload = {"query": query, "index": _index_ref(index), "k": k, "mode": mode,
+    payload = {"query": query, "index": index, "k": k, "mode": mode,
                "settings": _settings_payload(settings)}
     ev = _call("search", payload, lambda e: None, log)
     return [Hit.from_json(h) for h in ev["results"]] if ev else None

@@ -232,7 +232,7 @@ class Server:
         from lcdoc.index import Index
 
         s = self._settings(req)
-        with Index.open(req["index"], s.index_dir) as idx:
+        with Index.open(req["index"], s.index_dir, allow_path=False) as idx:
             hits = idx.search(req["query"], k=int(req.get("k", 5)), mode=req.get("mode", "hybrid"))
         send("search", results=[h.as_json() for h in hits], server=True)
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from lcdoc.errors import InputFileError, UsageError
+from lcdoc.errors import InputFileError, LcdocError, UsageError
 from lcdoc.ingest import Document, chunk_document, load_path, walk_paths
 
 STYLES = {
@@ -32,6 +32,9 @@ COMBINE = "These are summaries of consecutive parts of one document, with their 
 # Documents handed to the side-by-side decoder at once, in multiples of --parallel: enough that a
 # finished stream takes the next document at once (continuous refill), few enough to hold loaded.
 BATCH_GROUPS = 8
+# index.md is rewritten at most this often during a run (and once at the end): rewriting it after
+# every document made a folder of N documents cost O(N^2) writes.
+INDEX_EVERY_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -230,11 +233,22 @@ def summarize_paths(
     key = settings_key(engine.model_id, style, max_words, prompt, engine.n_ctx)
     roots = [Path(p) for p in paths]
 
+    claimed: dict[Path, str] = {}  # output file -> the document it belongs to, in this run
+
     def out_path(f: Path) -> Path:
+        """Mirror of the folders; two documents that would share a file name get the second a
+        short hash of its path, so no summary overwrites another's."""
+        base = out_dir / (f.name + ".md")
         for r in roots:
             if r.is_dir() and (r == f or r in f.parents):
-                return out_dir / f.relative_to(r).with_suffix(f.suffix + ".md")
-        return out_dir / (f.name + ".md")
+                base = out_dir / f.relative_to(r).with_suffix(f.suffix + ".md")
+                break
+        target = base
+        if claimed.setdefault(target, str(f)) != str(f):
+            tag = hashlib.sha256(os.fsencode(os.path.realpath(f))).hexdigest()[:8]
+            target = base.with_name(f"{base.name[:-3]}.{tag}.md")
+            claimed[target] = str(f)
+        return target
 
     decoder = None
     parallel = max(1, min(parallel, engine.plan.n_seq))  # what the engine's context was planned for
@@ -247,6 +261,7 @@ def summarize_paths(
     pre0, suf0, _ = engine.chat_parts(instruction, "", instruction)
     per_seq = engine.n_ctx - engine.count(pre0 + suf0) - answer_tokens - 64  # per sequence
     done_count = 0
+    index_written = [time.monotonic()]
     started = time.perf_counter()
     tokens_done = 0
 
@@ -262,8 +277,9 @@ def summarize_paths(
         (report.reused if reused else report.done).append(s)
         if on_result:
             on_result(s, reused)
-        if out_dir:
+        if out_dir and time.monotonic() - index_written[0] > INDEX_EVERY_S:
             write_index(out_dir, report.done + report.reused, report.failed)
+            index_written[0] = time.monotonic()
         done_count += 1
         if not reused:
             tokens_done += s.tokens
@@ -325,7 +341,14 @@ def summarize_paths(
                 if len(batch) == BATCH_GROUPS * parallel:
                     flush_batch()
                 continue
-            s = summarize_document(doc, engine, style, max_words, prompt, on_level, decoder)
+            try:
+                s = summarize_document(doc, engine, style, max_words, prompt, on_level, decoder)
+            except Exception as e:  # one document's failure is named; the others go on
+                why = str(e) if isinstance(e, LcdocError) else f"{type(e).__name__}: {e}"
+                report.failed.append((str(f), why))
+                if on_failure:
+                    on_failure(str(f), why)
+                continue
             if not s.summary:
                 report.failed.append((str(f), "the model produced an empty summary"))
                 if on_failure:
@@ -361,6 +384,11 @@ def digest(summaries: list[Summary], engine, max_words: int = 250) -> str:
                    f"most {max_words} words, citing documents as [n].")
     pre, suf, stops = engine.chat_parts(instruction, numbered, instruction)
     budget = engine.n_ctx - int(max_words * 1.6) - 64
+    if engine.count(pre + suf) > budget and len(summaries) == 1:  # one alone too long: cut it
+        s = summaries[0]
+        keep = int(len(s.summary) * budget / (engine.count(pre + suf) + 1) * 0.9)
+        return digest([Summary(s.path, s.summary[:keep], s.route, 0, 0, 0.0)], engine, max_words) \
+            if keep > 0 else ""
     if engine.count(pre + suf) > budget:  # too many: digest in groups, then the digests
         half = len(summaries) // 2
         parts = [digest(summaries[:half], engine, max_words), digest(summaries[half:], engine, max_words)]

@@ -93,14 +93,31 @@ def evaluate(index, facts, ks=(1, 5, 10)) -> list[RecallRow]:
     return rows
 
 
+SCRATCH_MARK = ".lcdoc-scratch"
+
+
+def scratch_folder(work: Path) -> Path:
+    """work/lcdoc-recall, marked as lcdoc's own: the only folder this evaluation ever empties, so
+    `--work .` never touches a user's ./docs."""
+    folder = work / "lcdoc-recall"
+    if folder.exists() and not (folder / SCRATCH_MARK).exists():
+        from lcdoc.errors import UsageError
+
+        raise UsageError(f"{folder} exists and is not lcdoc's scratch folder: choose another --work")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / SCRATCH_MARK).touch()
+    return folder
+
+
 def run_recall(paths: list[str], work: Path, n_facts: int = 24, seed: int = 0) -> list[RecallRow]:
     """Plant facts in copies of the documents, index them, measure each retriever."""
     from lcdoc.index import Index, update_index
 
-    facts = plant_facts(paths, work / "docs", n_facts, seed)
-    idx_dir = work / "index"
+    scratch = scratch_folder(work)
+    facts = plant_facts(paths, scratch / "docs", n_facts, seed)
+    idx_dir = scratch / "index"
     if idx_dir.exists():
         shutil.rmtree(idx_dir)
-    idx = Index.open(str(idx_dir), create=True)
-    update_index(idx, [work / "docs"])
+    idx = Index.open(str(idx_dir), create=True, allow_path=True)
+    update_index(idx, [scratch / "docs"])
     return evaluate(idx, facts)

@@ -39,6 +39,8 @@ class IndexReport:
     seconds: float = 0.0
     failed: list[Skipped] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    kept: list[Skipped] = field(default_factory=list)  # missing roots whose documents were kept
+    removed_paths: list[str] = field(default_factory=list)
     vector_index: str = ""
     interrupted: bool = False
 
@@ -46,6 +48,17 @@ class IndexReport:
     def ok(self) -> bool:
         """False only when files were given and none could be indexed or was already indexed."""
         return self.indexed + self.unchanged > 0 or (not self.failed and not self.skipped)
+
+
+def doc_key(path: Path | str) -> str:
+    """The stored name of a file: its resolved path, with bytes that are not UTF-8 (a file name
+    from another locale) written as \\xNN escapes, since SQLite stores UTF-8 text only."""
+    resolved = os.path.realpath(path)  # never raises, even inside a symlink loop
+    try:
+        resolved.encode("utf-8")
+        return resolved
+    except UnicodeEncodeError:
+        return os.fsencode(resolved).decode("utf-8", "backslashreplace")
 
 
 def _sha256(path: Path) -> str:
@@ -132,6 +145,29 @@ def load_all(paths: list[Path], workers: int) -> Iterator[tuple[Path, Document |
             pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _confirmed_gone(existing: dict, paths: list, files: list[Path], skipped: list[Skipped],
+                    report: "IndexReport") -> list[str]:
+    """Stored documents to drop: only those under a root that exists now and that are
+    themselves gone. A root that is missing (an unmounted drive, a renamed folder, a typo) keeps
+    every document under it, and is reported."""
+    roots = [Path(p).resolve() for p in paths]
+    present = {doc_key(f) for f in files} | {doc_key(x.path) for x in skipped}
+    gone = []
+    for stored in existing:
+        under = [r for r in roots if Path(stored) == r or r in Path(stored).parents]
+        if not under or stored in present or os.path.lexists(stored):
+            continue
+        if all(r.exists() for r in under):
+            gone.append(stored)
+    for r in roots:
+        if not r.exists():
+            kept = sum(1 for d in existing if Path(d) == r or r in Path(d).parents)
+            if kept:
+                report.kept.append(Skipped(str(r), f"not found: its {kept} indexed document(s) "
+                                                   f"are kept"))
+    return gone
+
+
 def update_index(
     index: Index,
     paths: list[str | Path],
@@ -160,18 +196,16 @@ def update_index(
 
         todo: list[Path] = []
         for f in files:
-            key = str(f.resolve())
-            old = existing.get(key)
-            if old and not rechunk and old.sha256 == _sha256(f):
+            old = existing.get(doc_key(f))
+            try:
+                same = old is not None and not rechunk and old.sha256 == _sha256(f)
+            except OSError:
+                same = False  # unreadable now: reading it reports why
+            if same:
                 report.unchanged += 1
             else:
                 todo.append(f)
-
-        roots = [Path(p).resolve() for p in paths]
-        gone = [
-            p for p in existing
-            if not os.path.exists(p) and any(Path(p) == r or r in Path(p).parents for r in roots)
-        ]
+        gone = _confirmed_gone(existing, paths, files, skipped, report)
 
         embedder = None
         pending: list[tuple[Document, float, int, list[Chunk]]] = []
@@ -208,6 +242,7 @@ def update_index(
                 pos += len(cs)
             store.replace_documents(items, remove_paths=gone)
             report.removed += len(gone)
+            report.removed_paths += gone
             gone = []
             pending.clear()
 
@@ -219,10 +254,15 @@ def update_index(
                 if isinstance(result, InputFileError):
                     report.failed.append(Skipped(str(path), result.problem))
                     continue
-                st = path.stat()
-                doc = Document(str(path.resolve()), result.text, result.kind, result.sha256,
-                               result.page_starts)
-                chunks = chunk_document(doc, chunk_tokens, chunk_overlap)
+                try:
+                    st = path.stat()
+                    doc = Document(doc_key(path), result.text, result.kind, result.sha256,
+                                   result.page_starts)
+                    chunks = chunk_document(doc, chunk_tokens, chunk_overlap)
+                except Exception as e:  # one file's failure is named; the others go on
+                    report.failed.append(Skipped(str(path), f"could not be indexed "
+                                                            f"({type(e).__name__}: {e})"))
+                    continue
                 if not chunks:
                     report.failed.append(Skipped(str(path), "no text to index"))
                     continue

@@ -18,16 +18,19 @@ DB_NAME = "index.sqlite"
 SearchMode = Literal["hybrid", "bm25", "dense"]
 
 
-def index_path(name: str, index_dir: Path | None = None) -> Path:
-    """Folder of a named index: a name lives under the index dir; a path is taken as it is."""
-    if "/" in name or name.startswith("."):
-        return Path(name)
-    if not re.fullmatch(r"[\w.-]+", name):
-        raise UsageError(f"index name {name!r}: use letters, digits, '.', '_' and '-'")
+def index_path(name: str, index_dir: Path | None = None, allow_path: bool = True) -> Path:
+    """Folder of a named index under the index dir. A path is taken as it is only where the
+    library allows it (allow_path): what a user types after --index is always a plain name, so
+    no index folder can land outside the index dir."""
     if index_dir is None:
         from lcdoc.settings import load_settings
 
         index_dir = load_settings().index_dir
+    if allow_path and ("/" in name or name.startswith(".")):
+        return Path(name)
+    if not re.fullmatch(r"\w[\w.-]*", name) or ".." in name:
+        raise UsageError(f"index name {name!r}: a name of letters, digits, '.', '_' and '-' "
+                         f"(not a path; indexes live in {index_dir})")
     return Path(index_dir) / name
 
 
@@ -44,9 +47,9 @@ class Index:
     # --- opening ------------------------------------------------------------------------
     @classmethod
     def open(cls, name: str, index_dir: Path | None = None, create: bool = False,
-             embed_model: Path | None = None) -> "Index":
-        """Open an index by name or path; `create` makes it if absent."""
-        folder = index_path(name, index_dir)
+             embed_model: Path | None = None, allow_path: bool = True) -> "Index":
+        """Open an index by name (or path, where allow_path); `create` makes it if absent."""
+        folder = index_path(name, index_dir, allow_path)
         db = folder / DB_NAME
         if not db.exists():
             if not create:

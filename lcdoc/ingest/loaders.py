@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import zlib
 import io
 import re
 import sys
@@ -160,7 +161,7 @@ def _gunzip(data: bytes, name: str) -> bytes:
     if name.lower().endswith(".gz") or data[:2] == b"\x1f\x8b":
         try:
             return gzip.decompress(data)
-        except (OSError, EOFError) as e:
+        except (OSError, EOFError, zlib.error) as e:
             raise InputFileError(name, f"corrupt gzip data ({e})") from e
     return data
 
@@ -204,7 +205,20 @@ def _clean(text: str) -> str:
 
 
 def load_bytes(data: bytes, name: str, kind: str | None = None) -> Document:
-    """Document from raw bytes; `name` is what errors and citations call it."""
+    """Document from raw bytes; `name` is what errors and citations call it.
+
+    The boundary of one file: whatever reading, decompressing, extracting or decoding it throws
+    comes out as an InputFileError naming it, so one bad file never stops the others.
+    """
+    try:
+        return _load_bytes(data, name, kind)
+    except InputFileError:
+        raise
+    except Exception as e:  # a parser's own failure on a malformed file
+        raise InputFileError(name, f"could not be read ({type(e).__name__}: {e})") from e
+
+
+def _load_bytes(data: bytes, name: str, kind: str | None) -> Document:
     sha = hashlib.sha256(data).hexdigest()
     data = _gunzip(data, name)
     kind = kind or kind_for(name)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,10 +34,10 @@ def walk_paths(
     """Files under the given paths (recursively), skipping hidden, binary, oversized and excluded ones."""
     files: list[Path] = []
     skipped: list[Skipped] = []
-    seen: set[Path] = set()
+    seen: set[str] = set()
 
     def consider(p: Path, rel: str, explicit: bool) -> None:
-        if p.resolve() in seen:
+        if os.path.realpath(p) in seen:
             return
         if not explicit:
             if include and not _matches(rel, include):
@@ -43,10 +45,15 @@ def walk_paths(
             if exclude and _matches(rel, exclude):
                 return
         try:
-            size = p.stat().st_size
+            st = p.stat()
         except OSError as e:
             skipped.append(Skipped(str(p), f"cannot read ({e.strerror})"))
             return
+        if not stat.S_ISREG(st.st_mode):  # opening a FIFO would block; a device never ends
+            kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device or socket"
+            skipped.append(Skipped(str(p), f"not a regular file ({kind})"))
+            return
+        size = st.st_size
         if size > max_bytes:
             skipped.append(Skipped(str(p), f"larger than the {max_bytes // 2**20} MiB limit"))
             return
@@ -64,7 +71,7 @@ def walk_paths(
         if not (is_pdf or is_gz) and looks_binary(head):
             skipped.append(Skipped(str(p), "binary file"))
             return
-        seen.add(p.resolve())
+        seen.add(os.path.realpath(p))
         files.append(p)
 
     for given in paths:
@@ -82,7 +89,13 @@ def walk_paths(
                             skipped.append(Skipped(str(p), "hidden file"))
                         continue
                     if p.is_symlink() and not p.exists():
-                        skipped.append(Skipped(str(p), "broken symbolic link"))
+                        try:
+                            p.stat()
+                            why = "broken symbolic link"
+                        except OSError as e:
+                            why = ("symbolic link loop" if e.errno == errno.ELOOP
+                                   else "broken symbolic link")
+                        skipped.append(Skipped(str(p), why))
                         continue
                     consider(p, rel, explicit=False)
         elif root.exists():
