@@ -36,10 +36,19 @@ class Source:
     page: int | None
     heading: str
     score: float
+    cited: bool = True  # False: given to the model, but the answer does not cite it
+    page_end: int | None = None  # last page of the text given, when it spans several
 
     @property
     def label(self) -> str:
-        where = self.path + (f" p. {self.page}" if self.page else "")
+        return self.label_for(self.path)
+
+    def label_for(self, shown_path: str) -> str:
+        """The one citation format: path, page, section."""
+        if self.page and self.page_end and self.page_end != self.page:
+            where = f"{shown_path} pp. {self.page}-{self.page_end}"
+        else:
+            where = shown_path + (f" p. {self.page}" if self.page else "")
         return where + (f" § {self.heading}" if self.heading else "")
 
 
@@ -65,7 +74,8 @@ class Answer:
         return {
             "answer": self.answer, "route": self.route, "escalated": self.escalated,
             "sources": [{"n": s.n, "path": s.path, "page": s.page, "heading": s.heading,
-                         "score": round(s.score, 6)} for s in self.sources],
+                         "page_end": s.page_end or s.page, "score": round(s.score, 6),
+                         "cited": s.cited} for s in self.sources],
             "tokens": self.tokens, "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "model": self.model, "plan": self.plan, "reasons": list(self.reasons),
             "failed": [{"path": p, "reason": r} for p, r in self.failed], "server": self.server,
@@ -75,8 +85,8 @@ class Answer:
     def from_json(cls, d: dict) -> "Answer":
         """The Answer a server sent (as_json's inverse, without the engine)."""
         return cls(d["answer"], d["route"], d["escalated"],
-                   tuple(Source(x["n"], x["path"], x["page"], x["heading"], x["score"])
-                         for x in d["sources"]), d["tokens"], d["timings"], d["model"], d["plan"],
+                   tuple(Source(x["n"], x["path"], x["page"], x["heading"], x["score"],
+                                x.get("cited", True), x.get("page_end")) for x in d["sources"]), d["tokens"], d["timings"], d["model"], d["plan"],
                    tuple(d.get("reasons", ())),
                    tuple((f["path"], f["reason"]) for f in d.get("failed", ())),
                    bool(d.get("server")))
@@ -90,6 +100,7 @@ class _Passage:
     heading: str
     score: float
     start: int = 0
+    page_end: int | None = None
 
 
 # --- gathering ----------------------------------------------------------------------------
@@ -139,6 +150,8 @@ def _words(text: str) -> set[str]:
 
 def attribute(answer: str, docs: list[Document], question: str, top: int = 3) -> list[Source]:
     """For stuffed documents: the pages (or sections) whose words the answer and question share most."""
+    if UNANSWERED.search(answer):  # the answer says the sources lack it: attribute nothing to them
+        return [Source(i, d.path, None, "", 0.0, cited=False) for i, d in enumerate(docs, 1)]
     want = _words(answer) | _words(question)
     if not want:
         return [Source(i, d.path, None, "", 0.0) for i, d in enumerate(docs, 1)]
@@ -193,7 +206,7 @@ def rag_passages(index, question: str, budget: int, count: Callable[[str], int],
             docs[h.path] = index.store.document(h.path)
         doc = docs[h.path]
         text = doc.text[a:b] if doc else "\n".join(g.text for g in group)
-        head = count(f"[99] ({h.path}, page 999, § {h.heading})\n") + 2
+        head = count(f"[99] ({h.path}, pages 999-999, § {h.heading})\n") + 2
         n = count(text) + head
         if spent + n > budget:
             a, b, text = h.start, h.end, h.text  # the hit alone, without its neighbours
@@ -201,8 +214,10 @@ def rag_passages(index, question: str, budget: int, count: Callable[[str], int],
             if spent + n > budget:
                 continue
         used.setdefault(h.path, []).append((a, b))
-        page = doc.page_at(h.start) if doc else h.page_start
-        passages.append(_Passage(h.path, text.strip(), page, h.heading, h.score, a))
+        # The pages of the text given to the model, which may start in a neighbour of the hit.
+        page = doc.page_at(a) if doc else h.page_start
+        page_end = doc.page_at(max(a, b - 1)) if doc else h.page_end
+        passages.append(_Passage(h.path, text.strip(), page, h.heading, h.score, a, page_end))
         spent += n
         if spent >= budget * 0.97:
             break
@@ -213,7 +228,9 @@ def numbered(passages: list[_Passage], offset: int = 0) -> str:
     """Passages as [n] (path, page, § heading) blocks; n continues after `offset` stuffed documents."""
     out = []
     for i, p in enumerate(passages, offset + 1):
-        where = p.path + (f", page {p.page}" if p.page else "") + (f", § {p.heading}" if p.heading else "")
+        pages = (f", pages {p.page}-{p.page_end}" if p.page and p.page_end and p.page_end != p.page
+                 else f", page {p.page}" if p.page else "")
+        where = p.path + pages + (f", § {p.heading}" if p.heading else "")
         out.append(f"[{i}] ({where})\n{p.text}")
     return "\n\n".join(out)
 
@@ -380,9 +397,9 @@ def ask(
             sources = attribute(text, whole, question)
         else:
             sources = [Source(i, d.path, None, "", 1.0) for i, d in enumerate(stuffed, 1)] + [
-                Source(offset + i, p.path, p.page, p.heading, p.score)
+                Source(offset + i, p.path, p.page, p.heading, p.score, page_end=p.page_end)
                 for i, p in enumerate(passages, 1)]
-            sources = _cited_first(text, sources)
+            sources = mark_cited(text, sources)
     return Answer(
         answer=text, route=r, escalated=escalated, sources=tuple(sources), tokens=tokens,
         timings=timings, model=str(eng.path), plan=plan_report(eng.arch, eng.plan)["plan"],
@@ -395,11 +412,15 @@ def _all_documents(index) -> list[Document]:
     return [index.store.document(d.path) for d in index.store.documents()]
 
 
-def _cited_first(answer: str, sources: list[Source]) -> list[Source]:
-    """Sources the answer cites ([n]) first, then the rest in passage order."""
-    cited = [int(n) for n in re.findall(r"\[(\d+)\]", answer)]
-    order = {n: i for i, n in enumerate(dict.fromkeys(cited))}
-    return sorted(sources, key=lambda s: (order.get(s.n, len(order)), s.n))
+def mark_cited(answer: str, sources: list[Source]) -> list[Source]:
+    """Sources in their numbered order (the [n] the model saw), each marked cited or not. An
+    answer that cites no number at all leaves them all unmarked (cited)."""
+    import dataclasses
+
+    cited = {int(n) for n in re.findall(r"\[(\d+)\]", answer)}
+    if not cited:
+        return sources
+    return [dataclasses.replace(s, cited=s.n in cited) for s in sources]
 
 
 class _MergedIndex:

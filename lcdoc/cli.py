@@ -309,8 +309,8 @@ def _print_sources(ans) -> None:
     if ans.sources:
         print("\nSources:")
         for src in ans.sources:
-            print(f"  [{src.n}] {_display(src.path)}" + (f" p. {src.page}" if src.page else "")
-                  + (f" § {src.heading}" if src.heading else ""))
+            print(f"  [{src.n}] {src.label_for(_display(src.path))}"
+                  + ("" if src.cited else "  (not cited)"))
 
 
 def _log_answer(ans) -> None:

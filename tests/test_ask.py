@@ -95,7 +95,7 @@ def test_piped_note_is_stuffed_and_json_matches_schema(tmp_path):
     assert out["route"] == "stuff" and out["escalated"] is False
     assert set(out["tokens"]) == {"context", "prompt", "restored", "completion"}
     assert set(out["timings"]) == {"retrieve_s", "prefill_s", "generate_s"}
-    assert set(out["sources"][0]) == {"n", "path", "page", "heading", "score"}
+    assert set(out["sources"][0]) == {"n", "path", "page", "page_end", "heading", "score", "cited"}
     assert out["sources"][0]["n"] == 1 and out["server"] is False and out["failed"] == []
     assert "August" in out["answer"]
 
@@ -177,4 +177,27 @@ def test_self_route_widens_retrieval_when_the_document_does_not_fit(tmp_path, se
     assert any("full" in r and "budget" in r for r in a.reasons)
     first, second = (eng.eng.count(p) for p in eng.prompts)
     assert second > 2 * first  # the wider budget, neighbours included
-    assert NEEDLE in eng.prompts[1] and any(s.page == 61 for s in a.sources)
+    assert NEEDLE in eng.prompts[1]
+    # The source that carries the needle is labelled with the pages of the text the model got.
+    assert any(s.page <= 61 <= (s.page_end or s.page) for s in a.sources if s.page)
+
+
+def test_sources_keep_the_numbers_the_model_saw_and_uncited_ones_are_marked():
+    from lcdoc.ask import Source, mark_cited
+
+    srcs = [Source(i, f"d{i}.txt", i, "", 1.0 / i) for i in (1, 2, 3)]
+    out = mark_cited("The pumps run at night [3], checked weekly [2].", srcs)
+    assert [s.n for s in out] == [1, 2, 3]
+    assert [s.cited for s in out] == [False, True, True]
+    assert all(s.cited for s in mark_cited("No brackets at all.", srcs))
+
+
+def test_an_answer_saying_the_sources_lack_it_is_attributed_to_no_page():
+    from lcdoc.ask import attribute
+    from lcdoc.ingest import Document
+
+    doc = Document("r.txt", "The generator is tested on Mondays by the duty engineer.", "text", "")
+    lacking = attribute("The sources do not contain the answer.", [doc], "Who tests the generator?")
+    assert [s.cited for s in lacking] == [False] and lacking[0].page is None
+    found = attribute("The duty engineer tests the generator on Mondays.", [doc], "Who tests it?")
+    assert found[0].cited and found[0].score > 0
