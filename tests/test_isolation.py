@@ -202,3 +202,24 @@ def test_chunk_pages_stay_within_the_document(pages):
     for c in chunk_document(doc, 48, 8, count_tokens=words):
         if c.page_start is not None:
             assert 1 <= c.page_start <= c.page_end <= doc.n_pages
+
+
+@pytest.mark.slow
+def test_an_index_refuses_another_embedding_model_of_the_same_dimension(tmp_path):
+    from lcdoc.errors import UsageError
+    from lcdoc.index import Index, update_index
+    from lcdoc.models import find_embedding_model
+
+    (tmp_path / "d.txt").write_text("The turbidity meter is calibrated before every survey.\n")
+    idx = Index.open("e", tmp_path / "idx", create=True)
+    update_index(idx, [tmp_path / "d.txt"])
+    assert idx.store.get_meta("embed_model") and idx.store.get_meta("chunking")
+    other = tmp_path / "another-384d-model"  # same dimension, another name: would rank wrong
+    other.symlink_to(find_embedding_model())
+    wrong = Index.open("e", tmp_path / "idx", embed_model=other)
+    with pytest.raises(UsageError, match="embedded with"):
+        wrong.search("turbidity", mode="dense")
+    with pytest.raises(UsageError, match="embedded with"):
+        update_index(wrong, [tmp_path / "d.txt"])
+    assert wrong.search("turbidity", mode="bm25")  # BM25 needs no embeddings
+    assert idx.search("turbidity", mode="dense")

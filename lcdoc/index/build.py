@@ -207,7 +207,9 @@ def update_index(
                 todo.append(f)
         gone = _confirmed_gone(existing, paths, files, skipped, report)
 
+        index.check_embedding_model()  # before any work: another model's vectors never mix in
         embedder = None
+        identity: dict[str, str] = {}  # written with the first chunks, in their transaction
         pending: list[tuple[Document, float, int, list[Chunk]]] = []
 
         def commit() -> None:
@@ -223,11 +225,10 @@ def update_index(
                     if dim and int(dim) != embedder.dim:
                         raise UsageError(f"{index.folder}: built with {dim}-d embeddings, the model "
                                          f"gives {embedder.dim}-d; use another index name")
-                    store.set_meta("embed_dim", str(embedder.dim))
-                    store.set_meta("embed_model", embedder.name)
+                    identity.update(embed_dim=str(embedder.dim), embed_model=embedder.name,
+                                    chunking=chunking)
                     if index.embed_model:
-                        store.set_meta("embed_model_path", str(index.embed_model))
-                    store.set_meta("chunking", chunking)
+                        identity["embed_model_path"] = str(index.embed_model)
                 done_before = report.chunks - len(texts)
 
                 def tick(n: int, _acc=[0]) -> None:
@@ -240,7 +241,7 @@ def update_index(
             for doc, mtime, size, cs in pending:
                 items.append((doc, mtime, size, cs, vecs[pos : pos + len(cs)]))
                 pos += len(cs)
-            store.replace_documents(items, remove_paths=gone)
+            store.replace_documents(items, remove_paths=gone, meta=identity if items else None)
             report.removed += len(gone)
             report.removed_paths += gone
             gone = []

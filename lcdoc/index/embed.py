@@ -12,6 +12,19 @@ import numpy as np
 from lcdoc.errors import ModelMissingError
 
 
+def model_identity(folder: Path) -> str:
+    """A model's name as an index records it: its folder's name (the package's for a 'model'
+    folder). Computed without loading the model, so a mismatch is caught before any work."""
+    folder = Path(folder)
+    return folder.parent.name if folder.name == "model" else folder.name
+
+
+def resolve_embedding_model(model_dir: Path | str | None) -> Path:
+    from lcdoc.models import find_embedding_model
+
+    return Path(model_dir) if model_dir else find_embedding_model()
+
+
 class Embedder:
     """Owns one sentence-transformers model; vectors come out L2-normalised for inner product."""
 
@@ -21,9 +34,7 @@ class Embedder:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        from lcdoc.models import find_embedding_model
-
-        folder = Path(model_dir) if model_dir else find_embedding_model()
+        folder = resolve_embedding_model(model_dir)
         if not (folder / "modules.json").exists() and not (folder / "config.json").exists():
             raise ModelMissingError(f"{folder}: not a sentence-transformers model folder")
         import torch
@@ -33,7 +44,7 @@ class Embedder:
         # Big batches feed a GPU; on a CPU, 32 keeps padding waste low at the same throughput.
         self.batch_size = 256 if self.device == "cuda" else 32
         self.model = SentenceTransformer(str(folder), device=self.device, local_files_only=True)
-        self.name = folder.name if folder.name != "model" else folder.parent.name
+        self.name = model_identity(folder)
         get_dim = getattr(self.model, "get_embedding_dimension", None) or \
             self.model.get_sentence_embedding_dimension
         self.dim = int(get_dim())

@@ -117,11 +117,29 @@ class Index:
         return vectors.index_kind(self.faiss())
 
     # --- search -------------------------------------------------------------------------
+    def _embed_model(self) -> Path | None:
+        stored = self.store.get_meta("embed_model_path")
+        return self.embed_model or (Path(stored) if stored and Path(stored).exists() else None)
+
+    def check_embedding_model(self) -> None:
+        """The model this run embeds with must be the one the index was built with: another
+        model's vectors (even of the same dimension) would rank silently wrong."""
+        from lcdoc.index.embed import model_identity, resolve_embedding_model
+
+        built = self.store.get_meta("embed_model")
+        if not built:
+            return  # empty, or made before the model was recorded
+        now = model_identity(resolve_embedding_model(self._embed_model()))
+        if now != built:
+            raise UsageError(f"index {self.folder} was embedded with {built}; this run embeds with "
+                             f"{now}. Use the same embedding model (embed_model setting, "
+                             f"LCDOC_EMBED_MODEL) or build another index")
+
     def embedder(self):
         from lcdoc.index.embed import get_embedder
 
-        stored = self.store.get_meta("embed_model_path")
-        model = self.embed_model or (Path(stored) if stored and Path(stored).exists() else None)
+        self.check_embedding_model()
+        model = self._embed_model()
         return get_embedder(str(model) if model else None)
 
     def search(self, query: str, k: int = 10, mode: SearchMode = "hybrid",

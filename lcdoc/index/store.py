@@ -124,8 +124,11 @@ class Store:
         self,
         items: Iterable[tuple[Document, float, int, list[Chunk], np.ndarray]],
         remove_paths: Iterable[str] = (),
+        meta: dict[str, str] | None = None,
     ) -> int:
-        """Insert or replace documents with their chunks and embeddings; returns the new generation."""
+        """Insert or replace documents with their chunks and embeddings, and the index's identity
+        (meta: chunker, embedding model and dimension) in the same transaction, so chunks and
+        the description of how they were made can never disagree; returns the new generation."""
         import time
 
         cur = self.db.cursor()
@@ -152,6 +155,8 @@ class Store:
                         for i, c in enumerate(chunks)
                     ],
                 )
+            for key, value in (meta or {}).items():
+                self.set_meta(key, value)
             gen = self.generation + 1
             self.set_meta("generation", str(gen))
             cur.execute("COMMIT")
