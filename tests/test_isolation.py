@@ -223,3 +223,13 @@ def test_an_index_refuses_another_embedding_model_of_the_same_dimension(tmp_path
         update_index(wrong, [tmp_path / "d.txt"])
     assert wrong.search("turbidity", mode="bm25")  # BM25 needs no embeddings
     assert idx.search("turbidity", mode="dense")
+
+
+@pytest.mark.slow
+def test_an_index_killed_with_sigkill_at_random_points_stays_whole_and_resumes_to_a_clean_build(corpus):
+    """The short version of `python -m lcdoc.eval.killtest` (run it with --kills 20 or more)."""
+    from lcdoc.eval.killtest import run
+
+    lines = []
+    assert run([corpus], kills=2, seed=3, log=lines.append), lines
+    assert lines[-1] == "resumed index equals a clean build"
