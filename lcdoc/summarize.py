@@ -334,7 +334,7 @@ def summarize_paths(
                 finish(f, Summary(str(f), m["summary"], m["route"], m["chunks"], m["tokens"],
                                   m["seconds"], m.get("levels", 1), doc.sha256), True, None)
                 continue
-            doc = Document(str(f), doc.text, doc.kind, doc.sha256, doc.page_starts)
+            doc = Document(str(f), doc.text, doc.kind, doc.sha256, doc.page_starts, doc.outline)
             n_tok = engine.count(_labelled(doc, 0, len(doc.text)))
             if decoder is not None and n_tok <= per_seq:
                 batch.append((f, doc, cache_file, n_tok))

@@ -55,3 +55,30 @@ def test_table_of_contents_lines_are_not_headings():
     toc = ("Contents\n1 Definition of CRC 2\n3.1 Incremental CRC computation . . . . . . . 4\n"
            "4.3. Memcheck Command-Line Options ........ 65\n\n2 Related work\nText of it.\n")
     assert [t for *_, t in find_headings(toc, "pdf")] == ["2 Related work"]
+
+
+def test_pdf_sections_come_from_its_outline_not_from_a_footnote_line(tmp_path):
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfgen import canvas
+
+    from lcdoc.ingest import load_path
+
+    pages = [("1 Introduction", "R is an environment for statistics. ", "4 To quit the R program the command is"),
+             ("1.7 Using R interactively", "Start R from a shell in a working directory. ", None),
+             ("1.9 Getting help", "The help function shows documentation. ", None)]
+    c = canvas.Canvas(str(tmp_path / "r.pdf"), pagesize=A4)
+    for i, (title, sentence, foot) in enumerate(pages):
+        c.bookmarkPage(f"p{i}")
+        c.addOutlineEntry(title, f"p{i}", level=0 if i == 0 else 1)
+        c.drawString(50, 800, title)
+        for k in range(20):
+            c.drawString(50, 780 - 13 * k, sentence * 2)
+        if foot:
+            c.drawString(50, 60, foot)
+        c.showPage()
+    c.save()
+    doc = load_path(tmp_path / "r.pdf")
+    assert [t for _, _, t in doc.outline] == [p[0] for p in pages]
+    heads = {ch.heading for ch in chunk_document(doc, 128, 16)}
+    assert "1 Introduction > 1.9 Getting help" in heads
+    assert not any("To quit" in h for h in heads)

@@ -93,7 +93,7 @@ def _page_ranges(path: Path, workers: int) -> list[tuple[int, int]] | None:
 
 def load_all(paths: list[Path], workers: int) -> Iterator[tuple[Path, Document | InputFileError]]:
     """Read documents, PDFs in parallel processes (pypdf is pure Python and CPU-bound)."""
-    from lcdoc.ingest.loaders import pdf_document, pdf_page_range
+    from lcdoc.ingest.loaders import pdf_document, pdf_outline_of, pdf_page_range
 
     is_pdf = [p.name.lower().endswith((".pdf", ".pdf.gz")) for p in paths]
     pdfs = [p for p, pdf in zip(paths, is_pdf) if pdf]
@@ -135,7 +135,7 @@ def load_all(paths: list[Path], workers: int) -> Iterator[tuple[Path, Document |
                     yield p, futs[0].result()
                 else:
                     pages = [page for f in futs for page in f.result()]
-                    yield p, pdf_document(str(p), _sha256(p), pages)
+                    yield p, pdf_document(str(p), _sha256(p), pages, pdf_outline_of(p))
             except InputFileError as e:
                 yield p, e
             except Exception as e:  # a crash inside the parser names the file, never stops the run
@@ -258,7 +258,7 @@ def update_index(
                 try:
                     st = path.stat()
                     doc = Document(doc_key(path), result.text, result.kind, result.sha256,
-                                   result.page_starts)
+                                   result.page_starts, result.outline)
                     chunks = chunk_document(doc, chunk_tokens, chunk_overlap)
                 except Exception as e:  # one file's failure is named; the others go on
                     report.failed.append(Skipped(str(path), f"could not be indexed "

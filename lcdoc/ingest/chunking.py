@@ -17,7 +17,7 @@ from lcdoc.ingest.document import Document
 # Lines that open a section: Markdown ATX, numbered headings as PDFs and manuals print them.
 ATX = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.M)
 # Bumped when chunk boundaries or headings change: indexes built before are re-chunked.
-CHUNKER_VERSION = 2
+CHUNKER_VERSION = 3
 # A table-of-contents line: dot leaders, or a title followed by its page number.
 TOC_LINE = re.compile(r"(\s*\.){3,}\s*\d*$|\s\d{1,4}$")
 NUMBERED = re.compile(r"^((?:\d+\.)*\d+)\.?[ \t]+([A-Z][^\n]{1,80})$", re.M)
@@ -164,7 +164,8 @@ def chunk_document(
     count = count_tokens or embedding_token_counter()
     text = doc.text
     budget = max(16, max_tokens - 24)  # room for [CLS], [SEP] and the heading prefix
-    headings = find_headings(text, doc.kind)
+    # The file's own outline when it has one (PDF bookmarks); line heuristics only otherwise.
+    headings = list(doc.outline) if doc.outline else find_headings(text, doc.kind)
 
     # Sections: (start, end, heading path).
     sections: list[tuple[int, int, str]] = []

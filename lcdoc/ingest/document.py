@@ -15,6 +15,9 @@ class Document:
     kind: str  # pdf, markdown, rst, html, text
     sha256: str
     page_starts: tuple[int, ...] = ()
+    # (offset, level, title) from the file's own outline (PDF bookmarks): better headings than
+    # any guess from the lines, used by the chunker when present
+    outline: tuple[tuple[int, int, str], ...] = ()
 
     @property
     def n_pages(self) -> int:

@@ -186,8 +186,10 @@ def pdf_page_range(path: str | Path, lo: int, hi: int) -> list[str]:
     return _pdf_pages(_pdf_bytes(path), str(path), lo, hi)
 
 
-def pdf_document(name: str, sha256: str, pages: list[str]) -> Document:
-    """A PDF Document from its pages' text, page starts kept for citations."""
+def pdf_document(name: str, sha256: str, pages: list[str],
+                 outline: list[tuple[int, int, str]] = ()) -> Document:
+    """A PDF Document from its pages' text, page starts kept for citations; outline entries
+    (page index, level, title) become headings placed where their title starts on the page."""
     pages = [_clean(p) for p in pages]
     starts, pos = [], 0
     for p in pages:
@@ -196,7 +198,54 @@ def pdf_document(name: str, sha256: str, pages: list[str]) -> Document:
     text = "\n\n".join(pages)
     if not text.strip():
         raise InputFileError(name, f"no extractable text in {len(pages)} page(s) (scanned images?)")
-    return Document(name, text, "pdf", sha256, tuple(starts))
+    heads = []
+    for page, level, title in outline:
+        if 0 <= page < len(pages) and title.strip():
+            at = _find_title(pages[page], title)
+            heads.append((starts[page] + at, level, " ".join(title.split())))
+    return Document(name, text, "pdf", sha256, tuple(starts), tuple(sorted(set(heads))))
+
+
+def _find_title(page: str, title: str) -> int:
+    """Where a bookmark's title begins on its page (spaces and case aside), else the page top."""
+    words = title.split()
+    if not words:
+        return 0
+    pattern = r"\s+".join(re.escape(w) for w in words[:8])
+    m = re.search(pattern, page, re.I)
+    if not m:
+        return 0
+    line_start = page.rfind("\n", 0, m.start()) + 1  # a numbered title: "1.7 Using R"
+    return line_start if m.start() - line_start <= 12 else m.start()
+
+
+def pdf_outline(reader) -> list[tuple[int, int, str]]:
+    """(page index, level, title) of every bookmark; [] when the PDF has none or a broken one."""
+    out: list[tuple[int, int, str]] = []
+
+    def walk(items, level: int) -> None:
+        for item in items:
+            if isinstance(item, list):
+                walk(item, level + 1)
+                continue
+            try:
+                out.append((reader.get_destination_page_number(item), level, str(item.title)))
+            except Exception:  # a bookmark to nowhere: skip it, keep the others
+                continue
+
+    try:
+        walk(reader.outline, 1)
+    except Exception:
+        return []
+    return out
+
+
+def pdf_outline_of(path: str | Path) -> list[tuple[int, int, str]]:
+    """The outline of a PDF on disk (for documents extracted in page ranges)."""
+    try:
+        return pdf_outline(_pdf_reader(_pdf_bytes(path), str(path)))
+    except Exception:
+        return []
 
 
 def _clean(text: str) -> str:
@@ -227,7 +276,8 @@ def _load_bytes(data: bytes, name: str, kind: str | None) -> Document:
     if not data.strip():
         raise InputFileError(name, "empty file")
     if kind == "pdf":
-        return pdf_document(name, sha, _pdf_pages(_check_pdf(data, name), name))
+        data = _check_pdf(data, name)
+        return pdf_document(name, sha, _pdf_pages(data, name), pdf_outline(_pdf_reader(data, name)))
     if looks_binary(data):
         raise InputFileError(name, "binary file, not text")
     text = _clean(decode_text(data))
