@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from lcdoc.errors import DoesNotFitError, InputFileError, UsageError
-from lcdoc.ingest import Document, load_path, load_stdin, walk_paths
+from lcdoc.ingest import Document, load_stdin, read_documents
 from lcdoc.route import Route, choose_route, context_budget
 
 SYSTEM = (
@@ -120,15 +120,8 @@ def gather_documents(paths: list[str], stdin_data: bytes | None = None
     for p in plain:
         if not Path(p).exists():
             raise InputFileError(p, "no such file or folder")
-    files, skipped = walk_paths(plain)
-    failed += [(s.path, s.reason) for s in skipped if Path(s.path).is_dir() is False
-               and s.reason != "hidden file"]
-    for f in files:
-        try:
-            docs.append(load_path(f))
-        except InputFileError as e:
-            failed.append((e.path, e.problem))
-    return docs, failed
+    found, bad = read_documents(plain)
+    return docs + found, failed + [(x.path, x.reason) for x in bad]
 
 
 def stuff_context(docs: list[Document]) -> str:

@@ -301,8 +301,12 @@ def _answer(question, paths, index, mode, s, explain, stream, no_server, stdin_d
                           "server running; `lcdoc serve` keeps the model and documents resident)",
                           markup=False)
     for path, why in ans.failed:
-        console.err.print(f"lcdoc: error: {path}: {why}", markup=False, highlight=False)
+        _name_failure(path, why)
     return ans
+
+
+def _name_failure(path: str, why: str) -> None:
+    console.err.print(f"lcdoc: error: {path}: {why}", markup=False, highlight=False)
 
 
 def _print_sources(ans) -> None:
@@ -374,15 +378,12 @@ def summarize(
         console.log(f"{'reused' if reused else 'summarised'} {_display(sm.path)} ({sm.route}, "
                     f"{sm.tokens} tokens, {sm.seconds:.1f} s)")
 
-    def on_failure(path: str, why: str) -> None:
-        console.err.print(f"lcdoc: error: {path}: {why}", markup=False, highlight=False)
-
     options = dict(style=style, max_words=max_words, prompt=prompt, include=list(include),
                    exclude=list(exclude), parallel=parallel, digest=digest)
     with console.progress_bar() as bar:
         try:
             final = None if no_server else summarize_remote(
-                paths, out, s, options, on_result, on_failure, console.log, bar, log=console.log)
+                paths, out, s, options, on_result, _name_failure, console.log, bar, log=console.log)
             if final is not None:
                 console.log(f"summarised by the running server ({final['parallel']} side by side)")
                 _summary_digest(final.get("digest"), final.get("documents", []), out, as_json)
@@ -399,7 +400,7 @@ def summarize(
             eng = Engine(s.model, n_ctx=s.ctx, kv_type=s.kv_type, gpu_layers=s.gpu_layers,
                          n_threads=s.threads, n_seq=n_seq)
             rep = summarize_paths(paths, eng, out, s.index_dir / ".summaries", style, max_words,
-                                  prompt, tuple(include), tuple(exclude), on_result, on_failure,
+                                  prompt, tuple(include), tuple(exclude), on_result, _name_failure,
                                   console.log, bar, n_seq)
         except KeyboardInterrupt:
             console.log("interrupted: finished summaries are kept; run again to continue")
@@ -560,7 +561,7 @@ def eval_niah(
                     f"{t.rope}, {t.seconds:.1f} s)")
 
     trials = run_niah(L, D, mode, needles, haystack, str(s.model) if s.model else None, out, s,
-                      on_trial=on_trial)
+                      on_trial=on_trial, on_failure=_name_failure)
     from lcdoc.engine.llm import resolve_model
 
     name = resolve_model(s.model).name
@@ -587,7 +588,7 @@ def eval_retrieval(
     """Recall@1/5/10 and MRR for BM25 alone, dense alone and the fusion, on planted facts."""
     from lcdoc.eval.retrieval import run_recall
 
-    rows = run_recall(list(paths or []), work, facts)
+    rows = run_recall(list(paths or []), work, facts, on_failure=_name_failure)
     if as_json:
         print(json.dumps([r.__dict__ for r in rows]))
         return

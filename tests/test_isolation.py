@@ -233,3 +233,16 @@ def test_an_index_killed_with_sigkill_at_random_points_stays_whole_and_resumes_t
     lines = []
     assert run([corpus], kills=2, seed=3, log=lines.append), lines
     assert lines[-1] == "resumed index equals a clean build"
+
+
+@pytest.mark.slow
+def test_ask_answers_from_the_good_file_and_names_the_one_it_could_not_read(tmp_path):
+    (tmp_path / "good.txt").write_text("The harbour festival moves to the second weekend of August.\n")
+    (tmp_path / "locked.pdf").write_bytes(b"%PDF-1.4\n1 0 obj << /Encrypt 5 0 R >> garbage")
+    r = run_cli("ask", "When is the harbour festival?", str(tmp_path / "good.txt"),
+                str(tmp_path / "locked.pdf"), "--json", "--no-server",
+                env={"LCDOC_INDEX_DIR": str(tmp_path / "idx")})
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert [os.path.basename(f["path"]) for f in out["failed"]] == ["locked.pdf"]
+    assert "locked.pdf" in r.stderr and out["answer"].strip()

@@ -92,13 +92,14 @@ def run_niah(
     settings=None,
     seed: int = 0,
     on_trial: Callable[[Trial], None] | None = None,
+    on_failure: Callable[[str, str], None] | None = None,
 ) -> list[Trial]:
     """Every (length, depth) cell through lcdoc's ask path; writes trials.csv and trials.json."""
     from lcdoc.ask import ask
     from lcdoc.engine.llm import Engine, Tokenizer, resolve_model
     from lcdoc.engine.arch import read_arch
     from lcdoc.eval.haystack import default_haystack
-    from lcdoc.ingest import load_path
+    from lcdoc.ingest import read_documents
     from lcdoc.settings import load_settings
 
     s = settings or load_settings()
@@ -107,7 +108,15 @@ def run_niah(
     native = read_arch(path).n_ctx_train
     tok = Tokenizer(path)
     if haystack_paths:
-        text = "\n\n".join(load_path(p).text for p in haystack_paths)
+        docs, failed = read_documents(haystack_paths)
+        for x in failed:
+            if on_failure:
+                on_failure(x.path, x.reason)
+        if not docs:
+            from lcdoc.errors import InputFileError
+
+            raise InputFileError(str(haystack_paths[0]), "no readable document in the haystack")
+        text = "\n\n".join(d.text for d in docs)
     else:
         text = default_haystack()
     import tempfile

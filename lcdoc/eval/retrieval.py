@@ -39,18 +39,16 @@ class RecallRow:
     queries: int
 
 
-def plant_facts(paths: list[str], out_dir: Path, n_facts: int, seed: int = 0):
+def plant_facts(paths: list[str], out_dir: Path, n_facts: int, seed: int = 0,
+                on_failure=None):
     """Copies of the documents (as text) with n facts planted at random paragraph boundaries."""
-    from lcdoc.ingest import load_path, walk_paths
+    from lcdoc.ingest import read_documents
 
     rng = random.Random(seed)
-    files, _ = walk_paths(paths)
-    docs = []
-    for f in files:
-        try:
-            docs.append(load_path(f))
-        except Exception:
-            continue
+    docs, failed = read_documents(paths)
+    for x in failed:
+        if on_failure:
+            on_failure(x.path, x.reason)
     if not docs:
         from lcdoc.eval.haystack import default_haystack
 
@@ -109,12 +107,13 @@ def scratch_folder(work: Path) -> Path:
     return folder
 
 
-def run_recall(paths: list[str], work: Path, n_facts: int = 24, seed: int = 0) -> list[RecallRow]:
+def run_recall(paths: list[str], work: Path, n_facts: int = 24, seed: int = 0,
+               on_failure=None) -> list[RecallRow]:
     """Plant facts in copies of the documents, index them, measure each retriever."""
     from lcdoc.index import Index, update_index
 
     scratch = scratch_folder(work)
-    facts = plant_facts(paths, scratch / "docs", n_facts, seed)
+    facts = plant_facts(paths, scratch / "docs", n_facts, seed, on_failure)
     idx_dir = scratch / "index"
     if idx_dir.exists():
         shutil.rmtree(idx_dir)

@@ -3,7 +3,7 @@
 from lcdoc.ingest.chunking import Chunk, chunk_document
 from lcdoc.ingest.document import Document
 from lcdoc.ingest.loaders import load_bytes, load_path, load_stdin
-from lcdoc.ingest.walk import Skipped, walk_paths
+from lcdoc.ingest.walk import Skipped, read_documents, walk_paths
 
 __all__ = [
     "Chunk",
@@ -13,5 +13,6 @@ __all__ = [
     "load_bytes",
     "load_path",
     "load_stdin",
+    "read_documents",
     "walk_paths",
 ]

@@ -9,7 +9,9 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from lcdoc.ingest.loaders import SNIFF_BYTES, looks_binary
+from lcdoc.ingest.document import Document
+from lcdoc.errors import InputFileError
+from lcdoc.ingest.loaders import SNIFF_BYTES, load_path, looks_binary
 
 
 @dataclass(frozen=True)
@@ -103,3 +105,18 @@ def walk_paths(
         else:
             skipped.append(Skipped(str(root), "no such file or folder"))
     return files, skipped
+
+
+def read_documents(paths: list[str | Path], include: tuple[str, ...] = (),
+                   exclude: tuple[str, ...] = ()) -> tuple[list[Document], list[Skipped]]:
+    """Every readable document under the paths, and each file left out or failed, named with
+    why; hidden files are left out silently. One bad file never stops the others."""
+    files, skipped = walk_paths(paths, include, exclude)
+    failed = [x for x in skipped if x.reason != "hidden file"]
+    docs = []
+    for f in files:
+        try:
+            docs.append(load_path(f))
+        except InputFileError as e:
+            failed.append(Skipped(e.path, e.problem))
+    return docs, failed
