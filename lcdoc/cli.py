@@ -524,7 +524,8 @@ def _summary_digest(text: str | None, documents: list[str], out: Path | None, as
         return
     if out is not None:
         (out / "digest.md").write_text("# Digest\n\n" + text + "\n\n" + "\n".join(
-            f"[{i}] {p}" for i, p in enumerate(documents, 1)) + "\n")
+            f"[{i}] {p}" for i, p in enumerate(documents, 1)) + "\n",
+            encoding="utf-8", errors="backslashreplace")
     if as_json:
         print(json.dumps({"digest": text, "documents": documents}))
     else:

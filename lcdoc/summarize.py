@@ -175,7 +175,7 @@ def settings_key(model_id: str, style: str, max_words: int, prompt: str | None, 
 def _atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
+    tmp.write_text(text, encoding="utf-8", errors="backslashreplace")  # a non-UTF-8 file name
     os.replace(tmp, path)
 
 
