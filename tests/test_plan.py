@@ -157,3 +157,20 @@ def test_too_little_memory_in_total_is_refused_with_the_numbers():
         make_plan(llama70b(), gpus(12, 12), n_ctx=131072)
     msg = str(e.value)
     assert "does not fit" in msg and "weights 42.50 GiB" in msg and "q4_0" in msg
+
+
+def test_the_gpu_memory_limit_makes_a_model_that_fits_one_large_gpu_split_over_two(monkeypatch):
+    from lcdoc.engine.plan import make_plan
+    from lcdoc.engine.system import limit_gpus
+    from lcdoc.settings import load_settings
+
+    h200s = gpus(139, 139)
+    assert make_plan(llama70b(), h200s, n_ctx=131072).split_mode == "none"
+    monkeypatch.setenv("LCDOC_GPU_MEMORY_GB", "79")
+    limit = int(load_settings().gpu_memory_gb * 2**30)
+    shared = h200s.__class__(h200s.ram_available_bytes, limit_gpus(h200s.gpus, limit), True)
+    assert [g.free_bytes for g in shared.gpus] == [limit, limit] and all(g.limited for g in shared.gpus)
+    assert limit_gpus(gpus(40).gpus, limit)[0].free_bytes == 40 * 2**30  # never raised
+    p = make_plan(llama70b(), shared, n_ctx=131072)
+    assert p.split_mode == "layer" and p.tensor_split == (0.5, 0.5) and p.type_k == "f16"
+    assert "usable (the gpu_memory_gb limit)" in p.reasons[0]

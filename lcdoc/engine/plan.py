@@ -146,7 +146,8 @@ def make_plan(
         gpu = max(memory.gpus, key=lambda g: g.free_bytes)
         budget = int(gpu.free_bytes * HEADROOM)
         device = "cuda"
-        reasons.append("; ".join(f"GPU {g.index} {g.name}: {fmt_bytes(g.free_bytes)} free"
+        reasons.append("; ".join(f"GPU {g.index} {g.name}: {fmt_bytes(g.free_bytes)} "
+                                 + ("usable (the gpu_memory_gb limit)" if g.limited else "free")
                                  for g in sorted(memory.gpus, key=lambda g: g.index))
                        + f"; planning {HEADROOM:.0%} of each")
     else:
@@ -247,7 +248,7 @@ def make_plan(
         reasons.append(
             "does not fit one GPU: layers split over " + ", ".join(
                 f"GPU {i} {share:.0%} ({fmt_bytes(b)} planned of "
-                f"{fmt_bytes(next(g.free_bytes for g in memory.gpus if g.index == i))} free)"
+                f"{fmt_bytes(next(g.free_bytes for g in memory.gpus if g.index == i))} usable)"
                 for (i, b), share in zip(placed.gpu_bytes, [x for x in placed.tensor_split if x > 0]))
             + f" by free memory (split_mode layer; row split, tensor-parallel over PCIe/NVLink for "
             f"every matrix product, is not chosen); GPU {placed.main_gpu} is the main GPU")

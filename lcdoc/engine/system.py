@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 
@@ -14,6 +14,7 @@ class GPU:
     name: str
     free_bytes: int
     total_bytes: int
+    limited: bool = False  # free_bytes was lowered to the gpu_memory_gb setting
 
 
 @dataclass(frozen=True)
@@ -79,8 +80,20 @@ def gpu_offload_supported() -> bool:
     return bool(llama_cpp.llama_supports_gpu_offload())
 
 
+def limit_gpus(gpus: tuple[GPU, ...], limit_bytes: int | None) -> tuple[GPU, ...]:
+    """Each GPU's free memory lowered to the user's limit (a GPU shared with other jobs)."""
+    if not limit_bytes:
+        return gpus
+    return tuple(replace(g, free_bytes=limit_bytes, limited=True) if g.free_bytes > limit_bytes else g
+                 for g in gpus)
+
+
 @lru_cache(maxsize=1)
 def probe_memory() -> Memory:
-    """Memory of this machine now (cached for the process)."""
+    """Memory of this machine now (cached for the process), within the gpu_memory_gb setting."""
+    from lcdoc.settings import load_settings
+
     offload = gpu_offload_supported()
-    return Memory(ram_available(), nvidia_gpus() if offload else (), offload)
+    gpus = nvidia_gpus() if offload else ()
+    gb = load_settings().gpu_memory_gb
+    return Memory(ram_available(), limit_gpus(gpus, int(gb * 2**30) if gb else None), offload)
