@@ -59,7 +59,8 @@ def index_cmd(
 
     console.QUIET = quiet
     s = _settings(index_dir=index_dir, max_file_mb=max_mb)
-    idx = Index.open(index, s.index_dir, create=True, embed_model=s.embed_model, allow_path=False)
+    idx = Index.open(index, s.index_dir, create=True, embed_model=s.embed_model, allow_path=False,
+                     embed_precision=s.embed_precision)
     with console.progress_bar() as bar:
         try:
             rep = update_index(idx, list(paths), tuple(include), tuple(exclude),
@@ -584,19 +585,28 @@ def eval_retrieval(
                                                          "(default: bundled haystack).")] = None,
     facts: Annotated[int, typer.Option("--facts", help="How many facts to plant and ask.")] = 24,
     work: Annotated[Path, typer.Option("--work", help="Scratch folder.")] = Path("recall-work"),
+    precision: Annotated[Optional[str], typer.Option(
+        "--precision", help="Embedding precisions to compare side by side, e.g. fp32,int8 "
+        "(default: what a new index would use here).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Recall@1/5/10 and MRR for BM25 alone, dense alone and the fusion, on planted facts."""
+    from lcdoc.errors import UsageError
     from lcdoc.eval.retrieval import run_recall
+    from lcdoc.index.onnx_export import PRECISIONS
 
-    rows = run_recall(list(paths or []), work, facts, on_failure=_name_failure)
+    wanted = tuple(p.strip() for p in precision.split(",")) if precision else (None,)
+    if any(p not in PRECISIONS for p in wanted if p is not None):
+        raise UsageError(f"--precision {precision}: choose from {', '.join(PRECISIONS)}")
+    rows = run_recall(list(paths or []), work, facts, on_failure=_name_failure, precisions=wanted)
     if as_json:
         print(json.dumps([r.__dict__ for r in rows]))
         return
-    print("| retriever | recall@1 | recall@5 | recall@10 | MRR | queries |\n|---|---|---|---|---|---|")
+    print("| retriever | embedding | recall@1 | recall@5 | recall@10 | MRR | queries |\n"
+          "|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r.mode} | {r.recall_at_1:.3f} | {r.recall_at_5:.3f} | {r.recall_at_10:.3f} | "
-              f"{r.mrr:.3f} | {r.queries} |")
+        print(f"| {r.mode} | {r.precision} | {r.recall_at_1:.3f} | {r.recall_at_5:.3f} | "
+              f"{r.recall_at_10:.3f} | {r.mrr:.3f} | {r.queries} |")
 
 
 @app.command()

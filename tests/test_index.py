@@ -91,11 +91,11 @@ def test_second_writer_fails_clearly_while_first_holds_the_lock(tmp_path, corpus
 def test_stale_or_missing_faiss_file_is_rebuilt_from_sqlite(built):
     idx, _ = built
     n = idx.store.counts()["chunks"]
-    for f in idx.folder.glob("vectors.*.faiss"):
+    for f in idx.folder.glob("vectors.*.npy"):
         f.unlink()
     fresh = Index.open(str(idx.folder))
     assert fresh.faiss().ntotal == n
-    assert list(idx.folder.glob("vectors.*.faiss"))
+    assert list(idx.folder.glob("vectors.*.npy"))
 
 
 KILL_SCRIPT = """

@@ -37,6 +37,7 @@ class RecallRow:
     recall_at_10: float
     mrr: float
     queries: int
+    precision: str = ""
 
 
 def plant_facts(paths: list[str], out_dir: Path, n_facts: int, seed: int = 0,
@@ -77,6 +78,7 @@ def plant_facts(paths: list[str], out_dir: Path, n_facts: int, seed: int = 0,
 def evaluate(index, facts, ks=(1, 5, 10)) -> list[RecallRow]:
     """For each retriever, where does the first chunk containing the fact rank?"""
     rows = []
+    precision = index.embed_precision()
     for mode in ("bm25", "dense", "hybrid"):
         ranks = []
         for q, _ans, fact in facts:
@@ -87,7 +89,7 @@ def evaluate(index, facts, ks=(1, 5, 10)) -> list[RecallRow]:
         rows.append(RecallRow(
             mode,
             *(sum(1 for r in ranks if r is not None and r <= k) / n for k in ks),
-            sum(1 / r for r in ranks if r is not None) / n, n))
+            sum(1 / r for r in ranks if r is not None) / n, n, precision))
     return rows
 
 
@@ -108,15 +110,19 @@ def scratch_folder(work: Path) -> Path:
 
 
 def run_recall(paths: list[str], work: Path, n_facts: int = 24, seed: int = 0,
-               on_failure=None) -> list[RecallRow]:
-    """Plant facts in copies of the documents, index them, measure each retriever."""
+               on_failure=None, precisions: tuple[str | None, ...] = (None,)) -> list[RecallRow]:
+    """Plant facts in copies of the documents, index them (once per embedding precision, side
+    by side on the same facts), measure each retriever."""
     from lcdoc.index import Index, update_index
 
     scratch = scratch_folder(work)
     facts = plant_facts(paths, scratch / "docs", n_facts, seed, on_failure)
-    idx_dir = scratch / "index"
-    if idx_dir.exists():
-        shutil.rmtree(idx_dir)
-    idx = Index.open(str(idx_dir), create=True, allow_path=True)
-    update_index(idx, [scratch / "docs"])
-    return evaluate(idx, facts)
+    rows = []
+    for precision in precisions:
+        idx_dir = scratch / f"index-{precision or 'default'}"
+        if idx_dir.exists():
+            shutil.rmtree(idx_dir)
+        with Index.open(str(idx_dir), create=True, allow_path=True, embed_precision=precision) as idx:
+            update_index(idx, [scratch / "docs"])
+            rows += evaluate(idx, facts)
+    return rows

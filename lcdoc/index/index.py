@@ -37,17 +37,20 @@ def index_path(name: str, index_dir: Path | None = None, allow_path: bool = True
 class Index:
     """A persistent hybrid index; open it, update it with `update`, query it with `search`."""
 
-    def __init__(self, folder: Path, store: Store, embed_model: Path | None = None) -> None:
+    def __init__(self, folder: Path, store: Store, embed_model: Path | None = None,
+                 embed_precision: str | None = None) -> None:
         self.folder = folder
         self.store = store
         self.embed_model = embed_model
+        self.new_precision = embed_precision  # for an index with no vectors yet; None: by machine
         self._faiss = None
         self._faiss_gen = -1
 
     # --- opening ------------------------------------------------------------------------
     @classmethod
     def open(cls, name: str, index_dir: Path | None = None, create: bool = False,
-             embed_model: Path | None = None, allow_path: bool = True) -> "Index":
+             embed_model: Path | None = None, allow_path: bool = True,
+             embed_precision: str | None = None) -> "Index":
         """Open an index by name (or path, where allow_path); `create` makes it if absent."""
         folder = index_path(name, index_dir, allow_path)
         db = folder / DB_NAME
@@ -56,7 +59,7 @@ class Index:
                 raise IndexMissingError(f"no such index: {name} (looked in {folder}); "
                                         f"build it with: lcdoc index PATH --index {name}")
             folder.mkdir(parents=True, exist_ok=True)
-        return cls(folder, Store(db), embed_model)
+        return cls(folder, Store(db), embed_model, embed_precision)
 
     def close(self) -> None:
         self.store.close()
@@ -72,42 +75,42 @@ class Index:
         return self.folder.name
 
     # --- vectors ------------------------------------------------------------------------
-    def _faiss_file(self, gen: int) -> Path:
-        return self.folder / f"vectors.{gen}.faiss"
-
-    def refresh_vectors(self, force: bool = False) -> None:
-        """Write the FAISS file for the current generation and remove stale ones."""
-        gen = self.store.generation
-        path = self._faiss_file(gen)
-        if path.exists() and not force:
-            return
+    def _build_vectors(self):
         n = self.store.counts()["chunks"]
         dim = int(self.store.get_meta("embed_dim") or 384)
-        index = vectors.build_index(self.store.all_embeddings(), dim, n)
-        vectors.save_index(index, path)
-        for old in self.folder.glob("vectors.*.faiss"):
-            if old != path:
+        return vectors.build_index(self.store.all_embeddings(), dim, n)
+
+    def _drop_other_vector_files(self, keep: Path) -> None:
+        for old in self.folder.glob("vectors.*"):
+            if old != keep and old.suffix in (".npy", ".faiss"):
                 old.unlink(missing_ok=True)
+
+    def refresh_vectors(self, force: bool = False) -> None:
+        """Write the vector file for the current generation and remove stale ones."""
+        gen = self.store.generation
+        if vectors.existing_file(self.folder, gen) and not force:
+            return
+        index = self._build_vectors()
+        self._drop_other_vector_files(vectors.save_index(index, self.folder, gen))
         self._faiss, self._faiss_gen = index, gen
 
     def faiss(self):
-        """The FAISS index matching the database; rebuilt from stored embeddings if stale or missing."""
+        """The vector index matching the database; rebuilt from stored embeddings if stale or
+        missing (flat: numpy over a memory-mapped file; HNSW: FAISS)."""
         gen = self.store.generation
         if self._faiss is not None and self._faiss_gen == gen:
             return self._faiss
-        path = self._faiss_file(gen)
-        if path.exists():
+        path = vectors.existing_file(self.folder, gen)
+        if path is not None:
             try:
                 self._faiss, self._faiss_gen = vectors.load_index(path), gen
                 return self._faiss
             except RuntimeError:
                 pass  # a torn file (should not happen with atomic rename): rebuild below
-        n = self.store.counts()["chunks"]
-        dim = int(self.store.get_meta("embed_dim") or 384)
-        index = vectors.build_index(self.store.all_embeddings(), dim, n)
+        index = self._build_vectors()
         if os.access(self.folder, os.W_OK):
             try:
-                vectors.save_index(index, path)
+                vectors.save_index(index, self.folder, gen)
             except OSError:
                 pass
         self._faiss, self._faiss_gen = index, gen
@@ -135,12 +138,27 @@ class Index:
                              f"{now}. Use the same embedding model (embed_model setting, "
                              f"LCDOC_EMBED_MODEL) or build another index")
 
-    def embedder(self):
+    def embed_precision(self) -> str:
+        """The precision this index's vectors were made at, which every later vector must share:
+        recorded since ONNX embedding; fp32 (PyTorch) for an older index that has vectors; for
+        an empty one, as asked, else fp32 where a GPU embeds and int8 on a CPU."""
+        stored = self.store.get_meta("embed_precision")
+        if stored:
+            return stored
+        if self.store.get_meta("embed_dim"):
+            return "fp32"
+        if self.new_precision:
+            return self.new_precision
+        from lcdoc.index.embed import gpu_present
+
+        return "fp32" if gpu_present() else "int8"
+
+    def embedder(self, for_indexing: bool = False):
         from lcdoc.index.embed import get_embedder
 
         self.check_embedding_model()
         model = self._embed_model()
-        return get_embedder(str(model) if model else None)
+        return get_embedder(str(model) if model else None, self.embed_precision(), for_indexing)
 
     def search(self, query: str, k: int = 10, mode: SearchMode = "hybrid",
                depth: int | None = None) -> list[Hit]:

@@ -78,6 +78,8 @@ class DocumentRow:
     kind: str
     n_pages: int
     n_chunks: int
+    size: int = -1
+    mtime: float = -1.0
 
 
 def fts_query(query: str) -> str:
@@ -120,6 +122,12 @@ class Store:
         return int(self.get_meta("generation") or 0)
 
     # --- writes (each call is one atomic transaction) -----------------------------------
+    def set_stat(self, path: str, size: int, mtime: float) -> None:
+        """Record a file's new size and mtime when its content was found unchanged (touched)."""
+        with self.db:
+            self.db.execute("UPDATE documents SET size = ?, mtime = ? WHERE path = ?",
+                            (size, mtime, path))
+
     def replace_documents(
         self,
         items: Iterable[tuple[Document, float, int, list[Chunk], np.ndarray]],
@@ -168,7 +176,8 @@ class Store:
     # --- reads --------------------------------------------------------------------------
     def documents(self) -> list[DocumentRow]:
         rows = self.db.execute(
-            "SELECT d.id, d.path, d.sha256, d.kind, d.n_pages, COUNT(c.id) FROM documents d"
+            "SELECT d.id, d.path, d.sha256, d.kind, d.n_pages, COUNT(c.id), d.size, d.mtime"
+            " FROM documents d"
             " LEFT JOIN chunks c ON c.doc_id = d.id GROUP BY d.id ORDER BY d.path"
         ).fetchall()
         return [DocumentRow(*r) for r in rows]

@@ -1,4 +1,9 @@
-"""The FAISS side of an index: normalised embeddings keyed by chunk id, flat or HNSW by size."""
+"""The vector side of an index: normalised embeddings keyed by chunk id, flat or HNSW by size.
+
+Flat search is one matrix product, done with numpy from a memory-mapped file (FAISS's
+IndexFlatIP computes the same, and importing FAISS costs a query more than the search); HNSW is
+FAISS's, in its own file.
+"""
 
 from __future__ import annotations
 
@@ -24,17 +29,56 @@ def choose_kind(n: int, threshold: int = HNSW_THRESHOLD) -> str:
     return "hnsw" if n >= threshold else "flat"
 
 
+class FlatVectors:
+    """Exact inner-product search over a (memory-mapped) matrix, with FAISS's search signature."""
+
+    def __init__(self, ids: np.ndarray, vecs: np.ndarray) -> None:
+        self.ids, self.vecs = ids, vecs
+
+    @property
+    def ntotal(self) -> int:
+        return len(self.ids)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        scores = queries @ self.vecs.T
+        k = min(k, self.ntotal)
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        part = np.take_along_axis(scores, top, axis=1)
+        order = np.argsort(-part, axis=1, kind="stable")
+        best = np.take_along_axis(top, order, axis=1)
+        return np.take_along_axis(scores, best, axis=1), self.ids[best]
+
+
+SUFFIX = {"flat": ".npy", "hnsw": ".faiss"}
+
+
+def vector_file(folder: Path, gen: int, kind: str) -> Path:
+    return folder / f"vectors.{gen}{SUFFIX[kind]}"
+
+
+def existing_file(folder: Path, gen: int) -> Path | None:
+    """This generation's vector file, whichever kind it is."""
+    for kind in SUFFIX:
+        p = vector_file(folder, gen, kind)
+        if p.exists():
+            return p
+    return None
+
+
 def build_index(batches: Iterable[tuple[np.ndarray, np.ndarray]], dim: int, n_total: int,
                 threshold: int = HNSW_THRESHOLD):
-    """A FAISS index (ids = chunk ids) over all stored embeddings."""
+    """A vector index (ids = chunk ids) over all stored embeddings: FlatVectors or FAISS HNSW."""
+    if choose_kind(n_total, threshold) == "flat":
+        ids, vecs = [np.zeros(0, np.int64)], [np.zeros((0, dim), np.float32)]
+        for i, v in batches:
+            ids.append(np.asarray(i, dtype=np.int64))
+            vecs.append(np.asarray(v, dtype=np.float32))
+        return FlatVectors(np.concatenate(ids), np.ascontiguousarray(np.vstack(vecs)))
     import faiss
 
-    if choose_kind(n_total, threshold) == "hnsw":
-        base = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-        base.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-        base.hnsw.efSearch = HNSW_EF_SEARCH
-    else:
-        base = faiss.IndexFlatIP(dim)
+    base = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+    base.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    base.hnsw.efSearch = HNSW_EF_SEARCH
     index = faiss.IndexIDMap2(base)
     for ids, vecs in batches:
         index.add_with_ids(np.ascontiguousarray(vecs, dtype=np.float32), ids)
@@ -42,22 +86,53 @@ def build_index(batches: Iterable[tuple[np.ndarray, np.ndarray]], dim: int, n_to
 
 
 def index_kind(index) -> str:
+    if isinstance(index, FlatVectors):
+        return "flat"
     import faiss
 
     base = faiss.downcast_index(index.index) if hasattr(index, "index") else index
     return "hnsw" if isinstance(base, faiss.IndexHNSW) else "flat"
 
 
-def save_index(index, path: Path) -> None:
+def save_index(index, folder: Path, gen: int) -> Path:
     """Write atomically: a reader sees the old file or the new one, never half of one."""
-    import faiss
-
+    path = vector_file(folder, gen, index_kind(index))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    faiss.write_index(index, str(tmp))
+    if isinstance(index, FlatVectors):
+        with open(tmp, "wb") as f:  # the ids, then the matrix: two arrays in one file
+            np.save(f, index.ids)
+            np.save(f, index.vecs)
+    else:
+        import faiss
+
+        faiss.write_index(index, str(tmp))
     os.replace(tmp, path)
+    return path
+
+
+def _load_flat(path: Path) -> FlatVectors:
+    with open(path, "rb") as f:
+        ids = np.load(f)
+        from numpy.lib import format as npy
+
+        version = npy.read_magic(f)
+        read_header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        offset = f.tell()
+    if fortran or dtype != np.float32 or len(shape) != 2 or shape[0] != len(ids):
+        raise RuntimeError(f"{path}: not a vector file lcdoc wrote")
+    vecs = np.memmap(path, dtype=np.float32, mode="r", offset=offset, shape=shape) if shape[0] else \
+        np.zeros(shape, np.float32)
+    return FlatVectors(ids, vecs)
 
 
 def load_index(path: Path):
+    """A vector file as written by save_index; RuntimeError when it is not whole."""
+    if path.suffix == ".npy":
+        try:
+            return _load_flat(path)
+        except (ValueError, OSError, EOFError) as e:
+            raise RuntimeError(f"{path}: {e}") from e
     import faiss
 
     index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
@@ -71,5 +146,8 @@ def search(index, query_vecs: np.ndarray, k: int) -> list[list[tuple[int, float]
     """(chunk id, cosine similarity) per query, best first."""
     if index.ntotal == 0:
         return [[] for _ in range(len(query_vecs))]
+    if isinstance(index, FlatVectors):
+        scores, ids = index.search(np.ascontiguousarray(query_vecs, dtype=np.float32), k)
+        return [[(int(i), float(s)) for i, s in zip(r_i, r_s)] for r_i, r_s in zip(ids, scores)]
     scores, ids = index.search(np.ascontiguousarray(query_vecs, dtype=np.float32), min(k, index.ntotal))
     return [[(int(i), float(s)) for i, s in zip(row_i, row_s) if i >= 0] for row_i, row_s in zip(ids, scores)]
