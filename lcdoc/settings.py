@@ -37,7 +37,8 @@ class Settings:
     kv_type: str | None = None  # force f16 / q8_0 / q4_0
     threads: int | None = None
     prompt_cache_gb: float | None = None  # disk for saved document states; None: 1/4 of free space
-    embed_precision: str | None = None  # new indexes: int8 / fp32; None: fp32 on a GPU, else int8
+    embed_runtime: str | None = None  # onnx / torch; None: ONNX Runtime, PyTorch for fp32 on a GPU
+    embed_precision: str | None = None  # new indexes: fp32 (default) or int8 (2x faster on a CPU, lower recall)
     gpu_memory_gb: float | None = None  # plan at most this much of each GPU (shared GPUs); None: all free
 
     @property

@@ -2,11 +2,14 @@
 
     python -m lcdoc.eval.clibench serve --model M --ctx 131072 --doc-tokens 100000
     python -m lcdoc.eval.clibench summarize --model M --docs 16 --parallel 1,8 --ctx 32768
+    python -m lcdoc.eval.clibench startup /usr/share/doc/r-doc-pdf/manual/R-intro.pdf
 
 `serve`: a cold question in-process (model load and full prefill), then `lcdoc serve` started and
 the same document asked through it (first question, then follow-ups), the server killed with
 SIGKILL and one more question that must fall back to in-process work. `summarize`: documents per
-hour of `lcdoc summarize --parallel N` for each N, side by side in one run. Tables are printed as
+hour of `lcdoc summarize --parallel N` for each N, side by side in one run. `startup`: `lcdoc
+index`, `search` and `ask`'s retrieval step on a manual, with PyTorch embedding (lcdoc 0.1's path,
+`LCDOC_EMBED_RUNTIME=torch`), the default (ONNX Runtime, fp32) and int8, side by side in one run. Tables are printed as
 Markdown for docs/benchmarks.md, with the machine and commands; --json writes the raw rows.
 """
 
@@ -155,6 +158,55 @@ def bench_summarize(a: argparse.Namespace) -> list[dict]:
     return rows
 
 
+STARTUP_QUERIES = ("how do I read a data file into a data frame",
+                   "what does the apply family of functions do",
+                   "how are missing values represented")
+
+
+def bench_startup(a: argparse.Namespace) -> list[dict]:
+    work = Path(tempfile.mkdtemp(prefix="lcdoc-startup-"))
+    configs = {"PyTorch (LCDOC_EMBED_RUNTIME=torch, fp32)": {"LCDOC_EMBED_RUNTIME": "torch",
+                                                             "LCDOC_EMBED_PRECISION": "fp32"},
+               "default (ONNX Runtime, fp32)": {},
+               "ONNX Runtime, int8 (LCDOC_EMBED_PRECISION=int8)": {"LCDOC_EMBED_PRECISION": "int8"}}
+    rows = []
+    # The export is made once per model (at the first index): timed apart, in a fresh cache.
+    env = {**os.environ, "XDG_CACHE_HOME": str(work / "cache"), "LCDOC_INDEX_DIR": str(work / "first"),
+           "LCDOC_SOCKET": str(work / "none.sock"), "LCDOC_ANSWER_TOKENS": "1"}
+    t0 = time.perf_counter()
+    subprocess.run(lcdoc("index", *a.paths, "--index", "m", "--quiet"), env=env, check=True,
+                   capture_output=True)
+    first = time.perf_counter() - t0
+    for r in range(a.repeat):
+        for name, extra in configs.items():
+            e = {**env, **extra, "LCDOC_INDEX_DIR": str(work / f"idx-{len(rows)}")}
+            t0 = time.perf_counter()
+            p = subprocess.run(lcdoc("index", *a.paths, "--index", "m", "--json", "--quiet"), env=e,
+                               capture_output=True, text=True)
+            index_s = time.perf_counter() - t0
+            if p.returncode:
+                raise SystemExit(f"lcdoc index exited {p.returncode}: {p.stderr[-2000:]}")
+            chunks = json.loads(p.stdout.strip().splitlines()[-1]).get("chunks")
+            search_s, retrieve_s = [], []
+            for q in STARTUP_QUERIES:
+                wall, _, _ = timed(lcdoc("search", q, "--index", "m", "--json"), e)
+                search_s.append(wall)
+                _, d, _ = timed(lcdoc("ask", q, "--index", "m", "--json", "--mode", "rag",
+                                      "--no-server"), e)
+                retrieve_s.append(d["timings"]["retrieve_s"])
+            rows.append({"run": r + 1, "embedding": name, "chunks": chunks,
+                         "index_s": round(index_s, 2),
+                         "search_wall_s": round(sorted(search_s)[len(search_s) // 2], 2),
+                         "ask_retrieve_s": round(sorted(retrieve_s)[len(retrieve_s) // 2], 3)})
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    print(f"first index with a fresh export cache (export included): {first:.1f} s", file=sys.stderr)
+    rows.append({"run": "-", "embedding": "default, first run ever (ONNX export made)",
+                 "chunks": rows[-1]["chunks"], "index_s": round(first, 2), "search_wall_s": "",
+                 "ask_retrieve_s": ""})
+    shutil.rmtree(work, ignore_errors=True)
+    return rows
+
+
 def markdown(rows: list[dict]) -> str:
     keys = list(rows[0])
     out = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
@@ -178,10 +230,13 @@ def main(argv: list[str] | None = None) -> None:
     m.add_argument("--parallel", default="1,8")
     m.add_argument("--ctx", type=int, default=32768)
     m.add_argument("--max-words", type=int, default=150)
-    for p in (s, m):
+    u = sub.add_parser("startup")
+    u.add_argument("paths", nargs="+")
+    u.add_argument("--repeat", type=int, default=2)
+    for p in (s, m, u):
         p.add_argument("--json", type=Path, help="Write the rows here too.")
     a = ap.parse_args(argv)
-    rows = bench_serve(a) if a.what == "serve" else bench_summarize(a)
+    rows = {"serve": bench_serve, "summarize": bench_summarize, "startup": bench_startup}[a.what](a)
     from lcdoc.eval.bench import machine
 
     print(f"machine: {machine()}\ncommand: python -m lcdoc.eval.clibench "

@@ -6,7 +6,8 @@ import hashlib
 import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -176,6 +177,89 @@ def _confirmed_gone(existing: dict, paths: list, files: list[Path], skipped: lis
     return gone
 
 
+class _Batches:
+    """Read documents' chunks, embedded on a worker thread while the next files are read and
+    chunked (ONNX Runtime and PyTorch release the GIL), then committed in order from the
+    caller's thread (the SQLite connection's) — each batch one transaction."""
+
+    def __init__(self, index: Index, report: IndexReport, chunking: str,
+                 on_progress: Progress | None, gone: list[str]) -> None:
+        self.index, self.report, self.chunking, self.on_progress = index, report, chunking, on_progress
+        self.gone = gone  # removed with the first commit
+        self.pending: list[tuple[Document, float, int, list[Chunk]]] = []
+        self.n_pending = 0
+        self.inflight: deque[tuple[list, Future]] = deque()
+        self.embedder = None
+        self.identity: dict[str, str] = {}  # written with the first chunks, in their transaction
+        self.embedded = 0
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="lcdoc-embed")
+
+    def add(self, item: tuple[Document, float, int, list[Chunk]], batch_chunks: int) -> None:
+        self.pending.append(item)
+        self.n_pending += len(item[3])
+        if self.n_pending >= batch_chunks:
+            self._submit()
+        while self.inflight and (len(self.inflight) > 1 or self.inflight[0][1].done()):
+            self._write_oldest()
+
+    def _start_embedder(self) -> None:
+        store = self.index.store
+        self.embedder = emb = self.index.embedder(for_indexing=True)
+        dim = store.get_meta("embed_dim")
+        if dim and int(dim) != emb.dim:
+            raise UsageError(f"{self.index.folder}: built with {dim}-d embeddings, the model "
+                             f"gives {emb.dim}-d; use another index name")
+        self.identity.update(embed_dim=str(emb.dim), embed_model=emb.name,
+                             embed_precision=emb.precision, chunking=self.chunking)
+        if self.index.embed_model:
+            self.identity["embed_model_path"] = str(self.index.embed_model)
+
+    def _tick(self, n: int) -> None:
+        self.embedded += n
+        if self.on_progress:
+            self.on_progress("embedding", self.embedded, -1)
+
+    def _submit(self) -> None:
+        if not self.pending:
+            return
+        if self.embedder is None:
+            self._start_embedder()
+        texts = [c.indexed_text() for _, _, _, cs in self.pending for c in cs]
+        self.inflight.append((self.pending, self.pool.submit(self.embedder.embed, texts, self._tick)))
+        self.pending, self.n_pending = [], 0
+
+    def _write_oldest(self) -> None:
+        batch, fut = self.inflight.popleft()
+        vecs = fut.result()
+        items, pos = [], 0
+        for doc, mtime, size, cs in batch:
+            items.append((doc, mtime, size, cs, vecs[pos : pos + len(cs)]))
+            pos += len(cs)
+        self._write(items)
+
+    def _write(self, items: list) -> None:
+        self.index.store.replace_documents(items, remove_paths=self.gone,
+                                           meta=self.identity if items else None)
+        self.report.removed += len(self.gone)
+        self.report.removed_paths += self.gone
+        self.gone = []
+
+    def finish(self) -> None:
+        """Embed what is left and commit every batch; then removals if nothing was written."""
+        self._submit()
+        while self.inflight:
+            self._write_oldest()
+        if self.gone:
+            self._write([])
+        self.pool.shutdown()
+
+    def abandon(self) -> None:
+        self.pending.clear()
+        for _, fut in self.inflight:
+            fut.cancel()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
 def update_index(
     index: Index,
     paths: list[str | Path],
@@ -220,47 +304,8 @@ def update_index(
         gone = _confirmed_gone(existing, paths, files, skipped, report)
 
         index.check_embedding_model()  # before any work: another model's vectors never mix in
-        embedder = None
-        identity: dict[str, str] = {}  # written with the first chunks, in their transaction
-        pending: list[tuple[Document, float, int, list[Chunk]]] = []
-
-        def commit() -> None:
-            nonlocal embedder, gone
-            if not pending and not gone:
-                return
-            texts = [c.indexed_text() for _, _, _, cs in pending for c in cs]
-            vecs = None
-            if texts:
-                if embedder is None:
-                    embedder = index.embedder(for_indexing=True)
-                    dim = store.get_meta("embed_dim")
-                    if dim and int(dim) != embedder.dim:
-                        raise UsageError(f"{index.folder}: built with {dim}-d embeddings, the model "
-                                         f"gives {embedder.dim}-d; use another index name")
-                    identity.update(embed_dim=str(embedder.dim), embed_model=embedder.name,
-                                    embed_precision=embedder.precision, chunking=chunking)
-                    if index.embed_model:
-                        identity["embed_model_path"] = str(index.embed_model)
-                done_before = report.chunks - len(texts)
-
-                def tick(n: int, _acc=[0]) -> None:
-                    _acc[0] += n
-                    if on_progress:
-                        on_progress("embedding", done_before + _acc[0], -1)
-
-                vecs = embedder.embed(texts, on_batch=tick)
-            items, pos = [], 0
-            for doc, mtime, size, cs in pending:
-                items.append((doc, mtime, size, cs, vecs[pos : pos + len(cs)]))
-                pos += len(cs)
-            store.replace_documents(items, remove_paths=gone, meta=identity if items else None)
-            report.removed += len(gone)
-            report.removed_paths += gone
-            gone = []
-            pending.clear()
-
+        batches = _Batches(index, report, chunking, on_progress, gone)
         try:
-            n_pending = 0
             for i, (path, result) in enumerate(load_all(todo, workers), 1):
                 if on_progress:
                     on_progress("reading", i, len(todo))
@@ -279,19 +324,15 @@ def update_index(
                 if not chunks:
                     report.failed.append(Skipped(str(path), "no text to index"))
                     continue
-                pending.append((doc, st.st_mtime, st.st_size, chunks))
+                batches.add((doc, st.st_mtime, st.st_size, chunks), commit_chunks)
                 report.indexed += 1
                 report.pages += doc.n_pages
                 report.chunks += len(chunks)
                 report.tokens += sum(c.n_tokens for c in chunks)
-                n_pending += len(chunks)
-                if n_pending >= commit_chunks:
-                    commit()
-                    n_pending = 0
-            commit()
-        except KeyboardInterrupt:
-            report.interrupted = True
-            pending.clear()  # uncommitted work is dropped; what was committed stays
+            batches.finish()
+        except BaseException as e:
+            report.interrupted = isinstance(e, KeyboardInterrupt)
+            batches.abandon()  # uncommitted work is dropped; what was committed stays
             raise
         finally:
             index.refresh_vectors()

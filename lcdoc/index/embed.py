@@ -15,7 +15,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from lcdoc.errors import ModelMissingError
+from lcdoc.errors import ModelMissingError, UsageError
+from lcdoc.index.onnx_export import ExportError
 
 
 def model_identity(folder: Path) -> str:
@@ -51,7 +52,7 @@ class OnnxEmbedder:
 
     backend = "onnx"
 
-    def __init__(self, model_dir: Path | None = None, precision: str = "int8") -> None:
+    def __init__(self, model_dir: Path | None = None, precision: str = "fp32") -> None:
         import json
 
         from lcdoc.index.onnx_export import PRECISIONS, ensure_export, export_dir, is_complete
@@ -158,13 +159,33 @@ def gpu_present() -> bool:
 
 
 @lru_cache(maxsize=4)
-def get_embedder(model_dir: str | None = None, precision: str = "int8",
+def get_embedder(model_dir: str | None = None, precision: str = "fp32",
                  for_indexing: bool = False) -> Embedder:
     """One embedder per process and precision. fp32 indexing on a GPU runs PyTorch on CUDA (the
-    same numbers as the fp32 export, within float noise); everything else runs the export."""
+    same numbers as the fp32 export, within float noise); everything else runs the export. The
+    embed_runtime setting forces one; a model that cannot be exported runs on PyTorch at fp32."""
+    from lcdoc.settings import load_settings
+
     path = Path(model_dir) if model_dir else None
-    if for_indexing and precision == "fp32" and gpu_present():
+    runtime = load_settings().embed_runtime
+    if runtime not in (None, "onnx", "torch"):
+        raise UsageError(f"embed_runtime {runtime!r}: onnx or torch")
+    if runtime == "torch" or (runtime is None and for_indexing and precision == "fp32"
+                              and gpu_present()):
         emb = TorchEmbedder(path)
-        if emb.device == "cuda":
-            return emb
-    return OnnxEmbedder(path, precision)
+        if runtime == "torch" or emb.device == "cuda":
+            return _same_precision(emb, precision)
+    try:
+        return OnnxEmbedder(path, precision)
+    except ExportError as e:
+        if precision != "fp32":
+            raise ModelMissingError(f"{e}; an index of this model can only be built at fp32 "
+                                    f"(embed_precision = \"fp32\")") from e
+        return TorchEmbedder(path)
+
+
+def _same_precision(emb: TorchEmbedder, precision: str) -> TorchEmbedder:
+    if precision != emb.precision:
+        raise UsageError(f"this index holds {precision} vectors; PyTorch embeds at fp32 only: "
+                         f"use embed_runtime = \"onnx\" for it")
+    return emb

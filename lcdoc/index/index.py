@@ -141,17 +141,15 @@ class Index:
     def embed_precision(self) -> str:
         """The precision this index's vectors were made at, which every later vector must share:
         recorded since ONNX embedding; fp32 (PyTorch) for an older index that has vectors; for
-        an empty one, as asked, else fp32 where a GPU embeds and int8 on a CPU."""
+        an empty one, as asked (embed_precision setting), else fp32. int8 embeds twice as fast
+        on a CPU but lowered `lcdoc eval retrieval`'s recall (docs/benchmarks.md), so it is
+        only ever chosen by the user."""
         stored = self.store.get_meta("embed_precision")
         if stored:
             return stored
         if self.store.get_meta("embed_dim"):
             return "fp32"
-        if self.new_precision:
-            return self.new_precision
-        from lcdoc.index.embed import gpu_present
-
-        return "fp32" if gpu_present() else "int8"
+        return self.new_precision or "fp32"
 
     def embedder(self, for_indexing: bool = False):
         from lcdoc.index.embed import get_embedder

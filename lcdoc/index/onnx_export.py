@@ -3,9 +3,9 @@
 The export is made where torch is loaded anyway (the first `lcdoc index`, or the first query when
 it is missing) and cached per model under the user's cache folder, keyed by the model folder and
 its weights file's size and mtime. A folder holds `fp32.onnx` (the PyTorch model's numbers, within
-float noise), `int8.onnx` (per-channel int8 weights: ~2x faster on a CPU; kept because
-`lcdoc eval retrieval` did not drop with it, docs/benchmarks.md), the model's `tokenizer.json`
-and `export.json` (pooling, sequence length, dimension).
+float noise; the default), `int8.onnx` (per-channel int8 weights: ~2x faster on a CPU, but
+`lcdoc eval retrieval`'s dense recall@5 fell from 0.875 to 0.750 with it, docs/benchmarks.md, so
+only on request), the model's `tokenizer.json` and `export.json` (pooling, length, dimension).
 """
 
 from __future__ import annotations
@@ -20,6 +20,11 @@ from pathlib import Path
 from lcdoc.errors import ModelMissingError
 
 EXPORT_VERSION = 2
+
+
+class ExportError(ModelMissingError):
+    """This model cannot be run without PyTorch (no tokenizer.json, unknown pooling)."""
+
 PRECISIONS = ("int8", "fp32")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -68,7 +73,19 @@ def ensure_export(folder: Path) -> Path:
                 os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    _drop_stale(out)
     return out
+
+
+def _drop_stale(current: Path) -> None:
+    """Earlier exports of the same model folder (its files changed, or an older export format)."""
+    source = json.loads((current / "export.json").read_text())["source"]
+    for other in current.parent.glob(current.name.rsplit("-", 1)[0] + "-*"):
+        try:
+            if other != current and json.loads((other / "export.json").read_text())["source"] == source:
+                shutil.rmtree(other, ignore_errors=True)
+        except (OSError, ValueError, KeyError):
+            continue
 
 
 def _pooling(folder: Path) -> str:
@@ -79,7 +96,7 @@ def _pooling(folder: Path) -> str:
     for mode in ("cls_token", "max_tokens", "mean_tokens"):
         if c.get(f"pooling_mode_{mode}"):
             return mode.split("_")[0]
-    raise ModelMissingError(f"{folder}: pooling {c} is not one lcdoc can export (mean, cls, max)")
+    raise ExportError(f"{folder}: pooling {c} is not one lcdoc can export (mean, cls, max)")
 
 
 def _export(folder: Path, out: Path) -> None:
@@ -91,7 +108,8 @@ def _export(folder: Path, out: Path) -> None:
     from sentence_transformers import SentenceTransformer
 
     if not (folder / "tokenizer.json").exists():
-        raise ModelMissingError(f"{folder}: no tokenizer.json, so it cannot run without torch")
+        raise ExportError(f"{folder}: no tokenizer.json, so it cannot run without PyTorch")
+    pooling = _pooling(folder)
     st = SentenceTransformer(str(folder), device="cpu", local_files_only=True,
                              model_kwargs={"attn_implementation": "eager"})
     hf = st[0].auto_model.eval()
@@ -120,7 +138,7 @@ def _export(folder: Path, out: Path) -> None:
     dim = st.get_embedding_dimension() if hasattr(st, "get_embedding_dimension") else \
         st.get_sentence_embedding_dimension()
     (out / "export.json").write_text(json.dumps({
-        "source": str(folder.resolve()), "inputs": names, "pooling": _pooling(folder),
+        "source": str(folder.resolve()), "inputs": names, "pooling": pooling,
         "max_tokens": int(st.max_seq_length or 512), "dim": int(dim), "version": EXPORT_VERSION,
     }, indent=1))
 
