@@ -15,14 +15,14 @@ import time
 from pathlib import Path
 
 
-def _lcdoc(docs_dir: Path, work: Path, facts) -> dict:
+def _lcdoc(docs_dir: Path, work: Path, facts, precision: str = "fp32") -> dict:
     import shutil
 
     from lcdoc.index import Index, update_index
 
-    folder = work / "lcdoc-index"
+    folder = work / f"lcdoc-index-{precision}"
     shutil.rmtree(folder, ignore_errors=True)
-    idx = Index.open(str(folder), create=True)
+    idx = Index.open(str(folder), create=True, embed_precision=precision)
     idx.embedder()  # model load is not indexing
     t0 = time.perf_counter()
     update_index(idx, [docs_dir])
@@ -69,21 +69,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("paths", nargs="*")
     ap.add_argument("--facts", type=int, default=24)
     ap.add_argument("--work", default="peer-work")
+    ap.add_argument("--precision", default="fp32,int8", help="lcdoc embedding precisions to run")
     a = ap.parse_args(argv)
     work = Path(a.work)
     facts = plant_facts(a.paths, work / "docs", a.facts)
-    lc = _lcdoc(work / "docs", work, facts)
+    runs = {p: _lcdoc(work / "docs", work, facts, p) for p in a.precision.split(",")}
     li = _llamaindex(work / "docs", facts)
     print(f"machine: {machine()}")
     print("| pipeline | chunks | index s | query p50 | recall@5 |\n|---|---|---|---|---|")
-    for name, r in (("lcdoc (hybrid, 256-token chunks)", lc),
-                    ("LlamaIndex VectorStoreIndex (defaults)", li)):
+    rows = [(f"lcdoc (hybrid, 256-token chunks, ONNX {p})", r) for p, r in runs.items()]
+    for name, r in rows + [("LlamaIndex VectorStoreIndex (defaults)", li)]:
         print(f"| {name} | {r['chunks']} | {r['index_s']:.1f} | {r['query_p50_ms']:.1f} ms | "
               f"{r['recall_at_5']:.3f} |")
-    print(f"\nratios lcdoc/LlamaIndex: index time {lc['index_s'] / li['index_s']:.2f}, query p50 "
-          f"{lc['query_p50_ms'] / li['query_p50_ms']:.2f}, recall@5 "
-          f"{lc['recall_at_5'] / max(li['recall_at_5'], 1e-9):.2f}")
-    print(json.dumps({"lcdoc": lc, "llamaindex": li}))
+    for p, lc in runs.items():
+        print(f"\nratios lcdoc {p}/LlamaIndex: index time {lc['index_s'] / li['index_s']:.2f}, "
+              f"query p50 {lc['query_p50_ms'] / li['query_p50_ms']:.2f}, recall@5 "
+              f"{lc['recall_at_5'] / max(li['recall_at_5'], 1e-9):.2f}")
+    print(json.dumps({"lcdoc": runs, "llamaindex": li}))
 
 
 if __name__ == "__main__":
