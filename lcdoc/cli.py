@@ -25,6 +25,11 @@ IndexDirOpt = Annotated[Optional[Path], typer.Option("--index-dir", envvar="LCDO
                                                      help="Folder holding named indexes.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object on stdout, for scripts.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or logs on stderr.")]
+RayOpt = Annotated[Optional[str], typer.Option(
+    "--ray", help="Share the work out to a Ray cluster: its address, 'auto' (the one `ray start` "
+    "made here) or 'local' (a new one for this run). Needs pip install \"lcdoc[ray]\".")]
+WorkersOpt = Annotated[Optional[int], typer.Option(
+    "--workers", help="With --ray: actors to start (default: one per GPU, else one per CPU).")]
 NoServerOpt = Annotated[bool, typer.Option("--no-server", envvar="LCDOC_NO_SERVER",
                                            help="Work in-process even when `lcdoc serve` runs.")]
 
@@ -51,6 +56,8 @@ def index_cmd(
     include: Annotated[list[str], typer.Option("--include", help="Glob of files to take (repeatable).")] = [],
     exclude: Annotated[list[str], typer.Option("--exclude", help="Glob of files to leave out (repeatable).")] = [],
     max_mb: Annotated[Optional[float], typer.Option("--max-mb", help="Skip files larger than this.")] = None,
+    ray: RayOpt = None,
+    workers: WorkersOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -61,11 +68,20 @@ def index_cmd(
     s = _settings(index_dir=index_dir, max_file_mb=max_mb)
     idx = Index.open(index, s.index_dir, create=True, embed_model=s.embed_model, allow_path=False,
                      embed_precision=s.embed_precision)
+    embed_with = None
+    if ray:
+        from lcdoc.cluster import RayEmbedder
+
+        def embed_with(ix):
+            model = ix._embed_model()
+            emb = RayEmbedder(ray, str(model) if model else None, ix.embed_precision(), workers)
+            console.log(f"Ray: {emb.workers} embedding worker(s) on {ray}")
+            return emb
     with console.progress_bar() as bar:
         try:
             rep = update_index(idx, list(paths), tuple(include), tuple(exclude),
                                int(s.max_file_mb * 2**20), s.chunk_tokens, s.chunk_overlap,
-                               on_progress=bar)
+                               on_progress=bar, embed_with=embed_with)
         except KeyboardInterrupt:
             console.log(f"interrupted: {idx.folder} keeps every batch committed before the interrupt")
             raise typer.Exit(130)
@@ -149,6 +165,21 @@ KvOpt = Annotated[Optional[str], typer.Option("--kv", help="Force the KV cache t
 GpuOpt = Annotated[Optional[int], typer.Option("--gpu-layers", help="Layers on the GPU (0: CPU only).")]
 MaxTokensOpt = Annotated[Optional[int], typer.Option("--max-tokens", help="Longest answer.")]
 ExplainOpt = Annotated[bool, typer.Option("--explain", help="Print the routing reasons on stderr.")]
+
+
+def _ray_summarizer(address: str, workers: int | None, s, style: str, max_words: int,
+                    prompt: str | None, digest: bool):
+    """Summarize workers on a Ray cluster, loaded with this run's model and plan settings."""
+    from lcdoc.cluster import RaySummarizer
+    from lcdoc.errors import UsageError
+
+    if digest:
+        raise UsageError("--digest is not available with --ray: run it again without --ray "
+                         "(the summaries are reused)")
+    engine_args = dict(model=str(s.model) if s.model else None, n_ctx=s.ctx, kv_type=s.kv_type,
+                       gpu_layers=s.gpu_layers, n_threads=s.threads)
+    options = dict(style=style, max_words=max_words, prompt=prompt)
+    return RaySummarizer(address, engine_args, options, workers, console.log)
 
 
 @app.command()
@@ -364,6 +395,8 @@ def summarize(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per document, per line.")] = False,
     quiet: QuietOpt = False,
     no_server: NoServerOpt = False,
+    ray: RayOpt = None,
+    workers: WorkersOpt = None,
 ) -> None:
     """Summarise every document: stuffed when it fits, hierarchical (map-reduce) when not; resumable."""
     from lcdoc.remote import summarize_remote
@@ -383,7 +416,7 @@ def summarize(
                    exclude=list(exclude), parallel=parallel, digest=digest)
     with console.progress_bar() as bar:
         try:
-            final = None if no_server else summarize_remote(
+            final = None if no_server or ray else summarize_remote(
                 paths, out, s, options, on_result, _name_failure, console.log, bar, log=console.log)
             if final is not None:
                 console.log(f"summarised by the running server ({final['parallel']} side by side)")
@@ -393,16 +426,23 @@ def summarize(
                 if final["failed"]:
                     raise typer.Exit(1)
                 return
-            from lcdoc.engine.llm import Engine
-            from lcdoc.engine.system import probe_memory
             from lcdoc.summarize import summarize_paths
 
-            n_seq = parallel or (4 if probe_memory().on_gpu and s.gpu_layers != 0 else 1)
-            eng = Engine(s.model, n_ctx=s.ctx, kv_type=s.kv_type, gpu_layers=s.gpu_layers,
-                         n_threads=s.threads, n_seq=n_seq)
+            if ray:
+                eng = _ray_summarizer(ray, workers, s, style, max_words, prompt, digest)
+                n_seq = 1
+            else:
+                from lcdoc.engine.llm import Engine
+                from lcdoc.engine.system import probe_memory
+
+                n_seq = parallel or (4 if probe_memory().on_gpu and s.gpu_layers != 0 else 1)
+                eng = Engine(s.model, n_ctx=s.ctx, kv_type=s.kv_type, gpu_layers=s.gpu_layers,
+                             n_threads=s.threads, n_seq=n_seq)
             rep = summarize_paths(paths, eng, out, s.index_dir / ".summaries", style, max_words,
                                   prompt, tuple(include), tuple(exclude), on_result, _name_failure,
-                                  console.log, bar, n_seq)
+                                  console.log, bar, n_seq, remote=eng if ray else None)
+            if ray:
+                eng.close()
         except KeyboardInterrupt:
             console.log("interrupted: finished summaries are kept; run again to continue")
             raise typer.Exit(130)

@@ -212,11 +212,14 @@ def summarize_paths(
     on_level: Callable[[str], None] | None = None,
     on_progress: Callable[..., None] | None = None,
     parallel: int = 1,
+    remote=None,
 ) -> SummarizeReport:
     """Summaries for every document under the paths; finished ones are reused, failures reported.
 
     With parallel > 1, documents that fit the context are decoded side by side, `parallel` at a
-    time, in one llama.cpp context; longer ones run their map steps side by side.
+    time, in one llama.cpp context; longer ones run their map steps side by side. With remote
+    (lcdoc.cluster's RaySummarizer, whose model_id and n_ctx stand in for the engine's), the
+    documents to summarise are done by the cluster's workers and written here as they return.
     """
     if style not in STYLES:
         raise UsageError(f"--style {style}: choose one of {', '.join(STYLES)}")
@@ -258,8 +261,10 @@ def summarize_paths(
         decoder = ParallelDecoder(engine, parallel)
     instruction = prompt or STYLES[style].format(w=max_words)
     answer_tokens = int(max_words * 1.6) + 32
-    pre0, suf0, _ = engine.chat_parts(instruction, "", instruction)
-    per_seq = engine.n_ctx - engine.count(pre0 + suf0) - answer_tokens - 64  # per sequence
+    per_seq = 0
+    if decoder is not None:
+        pre0, suf0, _ = engine.chat_parts(instruction, "", instruction)
+        per_seq = engine.n_ctx - engine.count(pre0 + suf0) - answer_tokens - 64  # per sequence
     done_count = 0
     index_written = [time.monotonic()]
     started = time.perf_counter()
@@ -288,6 +293,15 @@ def summarize_paths(
             on_progress("documents", done_count, len(files), f"{rate:,.0f} tok/s")
 
     batch: list[tuple[Path, Document, Path, int]] = []
+    jobs: list[tuple[Path, Document, Path]] = []
+
+    def settle(f: Path, s: Summary, cache_file: Path) -> None:
+        if not s.summary:
+            report.failed.append((str(f), "the model produced an empty summary"))
+            if on_failure:
+                on_failure(str(f), "the model produced an empty summary")
+            return
+        finish(f, s, False, cache_file)
 
     def flush_batch() -> None:
         from lcdoc.engine.parallel import run_many
@@ -335,11 +349,15 @@ def summarize_paths(
                                   m["seconds"], m.get("levels", 1), doc.sha256), True, None)
                 continue
             doc = Document(str(f), doc.text, doc.kind, doc.sha256, doc.page_starts, doc.outline)
-            n_tok = engine.count(_labelled(doc, 0, len(doc.text)))
-            if decoder is not None and n_tok <= per_seq:
-                batch.append((f, doc, cache_file, n_tok))
-                if len(batch) == BATCH_GROUPS * parallel:
-                    flush_batch()
+            if decoder is not None:
+                n_tok = engine.count(_labelled(doc, 0, len(doc.text)))
+                if n_tok <= per_seq:
+                    batch.append((f, doc, cache_file, n_tok))
+                    if len(batch) == BATCH_GROUPS * parallel:
+                        flush_batch()
+                    continue
+            if remote is not None:  # done by the cluster's workers, written below
+                jobs.append((f, doc, cache_file))
                 continue
             try:
                 s = summarize_document(doc, engine, style, max_words, prompt, on_level, decoder)
@@ -349,13 +367,17 @@ def summarize_paths(
                 if on_failure:
                     on_failure(str(f), why)
                 continue
-            if not s.summary:
-                report.failed.append((str(f), "the model produced an empty summary"))
-                if on_failure:
-                    on_failure(str(f), "the model produced an empty summary")
-                continue
-            finish(f, s, False, cache_file)
+            settle(f, s, cache_file)
         flush_batch()
+        if jobs:
+            for i, result in remote.summaries([d for _, d, _ in jobs]):
+                f, _, cache_file = jobs[i]
+                if isinstance(result, str):  # the worker named the problem
+                    report.failed.append((str(f), result))
+                    if on_failure:
+                        on_failure(str(f), result)
+                else:
+                    settle(f, result, cache_file)
     finally:
         if decoder is not None:
             decoder.close()

@@ -183,8 +183,9 @@ class _Batches:
     caller's thread (the SQLite connection's) — each batch one transaction."""
 
     def __init__(self, index: Index, report: IndexReport, chunking: str,
-                 on_progress: Progress | None, gone: list[str]) -> None:
+                 on_progress: Progress | None, gone: list[str], embed_with=None) -> None:
         self.index, self.report, self.chunking, self.on_progress = index, report, chunking, on_progress
+        self.embed_with = embed_with  # Index -> an embedder (a Ray pool); None: in this process
         self.gone = gone  # removed with the first commit
         self.pending: list[tuple[Document, float, int, list[Chunk]]] = []
         self.n_pending = 0
@@ -204,7 +205,8 @@ class _Batches:
 
     def _start_embedder(self) -> None:
         store = self.index.store
-        self.embedder = emb = self.index.embedder(for_indexing=True)
+        self.embedder = emb = (self.embed_with(self.index) if self.embed_with
+                               else self.index.embedder(for_indexing=True))
         dim = store.get_meta("embed_dim")
         if dim and int(dim) != emb.dim:
             raise UsageError(f"{self.index.folder}: built with {dim}-d embeddings, the model "
@@ -272,8 +274,10 @@ def update_index(
     on_progress: Progress | None = None,
     lock_wait_s: float = 10.0,
     commit_chunks: int = COMMIT_CHUNKS,
+    embed_with=None,
 ) -> IndexReport:
-    """Bring the index up to date with the given files and folders; returns what was done."""
+    """Bring the index up to date with the given files and folders; returns what was done.
+    embed_with(index) gives the embedder to use instead of this process's (a Ray pool)."""
     t0 = time.perf_counter()
     report = IndexReport(index=index.name)
     store = index.store
@@ -304,7 +308,7 @@ def update_index(
         gone = _confirmed_gone(existing, paths, files, skipped, report)
 
         index.check_embedding_model()  # before any work: another model's vectors never mix in
-        batches = _Batches(index, report, chunking, on_progress, gone)
+        batches = _Batches(index, report, chunking, on_progress, gone, embed_with)
         try:
             for i, (path, result) in enumerate(load_all(todo, workers), 1):
                 if on_progress:
