@@ -31,7 +31,10 @@ def connect(address: str):
     if not ray.is_initialized():
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")
         try:
+            import logging
+
             ray.init(address=None if address == "local" else address, log_to_driver=False,
+                     logging_level=logging.WARNING,
                      include_dashboard=False, ignore_reinit_error=True,
                      runtime_env={"env_vars": {k: v for k, v in os.environ.items()
                                                if k.startswith(("LCDOC_", "HF_HUB_OFFLINE"))}})

@@ -139,3 +139,12 @@ def test_index_on_ray_equals_local(cluster, folder, tmp_path):
         assert _search(local, q) == _search(remote, q)
     again = run(["index", str(folder), "--index", "r", "--json", "--ray", cluster], remote)
     assert json.loads(again.stdout)["unchanged"] == ra["indexed"]
+
+
+def test_without_ray_installed_the_flag_says_how_to_install_it(monkeypatch):
+    from lcdoc.cluster import connect
+    from lcdoc.errors import UsageError
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    with pytest.raises(UsageError, match=r'pip install "lcdoc\[ray\]"'):
+        connect("auto")
