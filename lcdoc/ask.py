@@ -11,6 +11,7 @@ from typing import Callable
 
 from lcdoc.errors import DoesNotFitError, InputFileError, UsageError
 from lcdoc.ingest import Document, load_stdin, read_documents
+from lcdoc.evidence import best_quote, supported
 from lcdoc.route import Route, choose_route, context_budget
 
 SYSTEM = (
@@ -38,6 +39,7 @@ class Source:
     score: float
     cited: bool = True  # False: given to the model, but the answer does not cite it
     page_end: int | None = None  # last page of the text given, when it spans several
+    quote: str = ""  # the sentence(s) of its text that carry the answer (lcdoc/evidence.py)
 
     @property
     def label(self) -> str:
@@ -67,6 +69,7 @@ class Answer:
     reasons: tuple[str, ...] = field(default=())
     failed: tuple[tuple[str, str], ...] = field(default=())  # (path, problem) of unreadable files
     server: bool = False  # answered by a running `lcdoc serve`
+    supported: bool = True  # some source sentence holds what the answer claims
     # The in-process engine that answered, so the caller can save its state after printing.
     engine: object = field(default=None, repr=False, compare=False)
 
@@ -75,7 +78,8 @@ class Answer:
             "answer": self.answer, "route": self.route, "escalated": self.escalated,
             "sources": [{"n": s.n, "path": s.path, "page": s.page, "heading": s.heading,
                          "page_end": s.page_end or s.page, "score": round(s.score, 6),
-                         "cited": s.cited} for s in self.sources],
+                         "cited": s.cited, "quote": s.quote} for s in self.sources],
+            "supported": self.supported,
             "tokens": self.tokens, "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "model": self.model, "plan": self.plan, "reasons": list(self.reasons),
             "failed": [{"path": p, "reason": r} for p, r in self.failed], "server": self.server,
@@ -86,10 +90,12 @@ class Answer:
         """The Answer a server sent (as_json's inverse, without the engine)."""
         return cls(d["answer"], d["route"], d["escalated"],
                    tuple(Source(x["n"], x["path"], x["page"], x["heading"], x["score"],
-                                x.get("cited", True), x.get("page_end")) for x in d["sources"]), d["tokens"], d["timings"], d["model"], d["plan"],
+                                x.get("cited", True), x.get("page_end"), x.get("quote", ""))
+                         for x in d["sources"]),
+                   d["tokens"], d["timings"], d["model"], d["plan"],
                    tuple(d.get("reasons", ())),
                    tuple((f["path"], f["reason"]) for f in d.get("failed", ())),
-                   bool(d.get("server")))
+                   bool(d.get("server")), bool(d.get("supported", True)))
 
 
 @dataclass
@@ -160,14 +166,15 @@ def attribute(answer: str, docs: list[Document], question: str, top: int = 3) ->
             w = _words(text)
             ans_hits = len(_words(answer) & w)
             score = (2 * ans_hits + len(_words(question) & w)) / (len(want) * 2 or 1)
-            scored.append((score, i, d.path, page, heading))
+            scored.append((score, i, d.path, page, heading, text))
     scored.sort(key=lambda x: -x[0])
     out, seen = [], set()
-    for score, i, path, page, heading in scored:
+    for score, i, path, page, heading, text in scored:
         if (path, page, heading) in seen or score <= 0:
             continue
         seen.add((path, page, heading))
-        out.append(Source(i, path, page, heading, score))
+        out.append(Source(i, path, page, heading, score,
+                          quote=best_quote(answer, question, text).text))
         if len(out) == top:
             break
     return out or [Source(i, d.path, None, "", 0.0) for i, d in enumerate(docs, 1)]
@@ -306,7 +313,8 @@ def ask(
         if index_tokens < 2 * budget:  # near the line: read it and count exactly, as stuffed
             index_docs = _all_documents(index)
             index_tokens = sum(eng.count(stuff_context([d])) for d in index_docs)
-    route = choose_route(question, budget, doc_tokens, index_tokens, mode)
+    limit, why = stuff_limit(eng) if mode == "auto" else (None, "")
+    route = choose_route(question, budget, doc_tokens, index_tokens, mode, limit, why)
     if on_route:
         on_route(route)
 
@@ -340,7 +348,8 @@ def ask(
     elif r == "map-reduce":
         if not docs:
             docs = index_docs if index_docs is not None else _all_documents(index)
-        text, sources = map_reduce(question, docs, eng, budget, generate_fn=generate, on_text=on_text)
+        text, sources = map_reduce(question, docs, eng, route.budget, generate_fn=generate,
+                                   on_text=on_text)
     else:
         # rag (and hybrid): first a modest retrieval budget, the SELF-ROUTE escalation after.
         stuffed: list[Document] = []
@@ -367,37 +376,81 @@ def ask(
         streamed = on_text if first == room else None
         text = generate(context, stream=streamed is not None)
         whole: list[Document] | None = None
-        if UNANSWERED.search(text) and first < room:
+        given = [d.text for d in stuffed] + [p.text for p in passages]
+        refused = bool(UNANSWERED.search(text))
+        unsupported = mode == "auto" and not refused and not supported(text, question, given)
+        if (refused or unsupported) and first < room:
             escalated = True
+            why = ("said the sources lack it" if refused else
+                   "claims what no passage sentence holds (quoted evidence)")
             if r == "rag" and (doc_tokens or 0) + (index_tokens or 0) <= room:
                 whole = list(docs)
                 if index is not None:
                     whole += index_docs if index_docs is not None else _all_documents(index)
             if whole is not None:  # SELF-ROUTE proper: the whole fits, so give the model all of it
-                reasons.append(f"SELF-ROUTE: the answer from {first} tokens of passages said the "
-                               f"sources lack it; the documents fit the {room}-token budget, so "
-                               f"they were stuffed whole and asked again")
+                reasons.append(f"SELF-ROUTE: the answer from {first} tokens of passages {why}; "
+                               f"the documents fit the {room}-token budget, so they were stuffed "
+                               f"whole and asked again")
                 text = generate(stuff_context(whole))
             else:
-                reasons.append(f"SELF-ROUTE: the answer from {first} tokens of passages said the "
-                               f"sources lack it; retried with the full {room}-token budget")
+                reasons.append(f"SELF-ROUTE: the answer from {first} tokens of passages {why}; "
+                               f"retried with the full {room}-token budget")
                 passages, secs = rag_passages(search_index, question, room, eng.count, allowed)
                 timings["retrieve_s"] += secs
                 text = generate(numbered(passages))  # rag only: hybrid's first pass is already full
         elif not streamed and on_text:
             on_text(text)
         if whole is not None:
-            sources = attribute(text, whole, question)
+            sources, given = attribute(text, whole, question), [d.text for d in whole]
         else:
-            sources = [Source(i, d.path, None, "", 1.0) for i, d in enumerate(stuffed, 1)] + [
-                Source(offset + i, p.path, p.page, p.heading, p.score, page_end=p.page_end)
+            offset = 0 if escalated else offset  # the escalated retry numbers passages from 1
+            stuffed = [] if escalated else stuffed
+            given = [d.text for d in stuffed] + [p.text for p in passages]
+            sources = [Source(i, d.path, None, "", 1.0, quote=best_quote(text, question, d.text).text)
+                       for i, d in enumerate(stuffed, 1)] + [
+                Source(offset + i, p.path, p.page, p.heading, p.score, page_end=p.page_end,
+                       quote=best_quote(text, question, p.text).text)
                 for i, p in enumerate(passages, 1)]
             sources = mark_cited(text, sources)
+    if r in ("stuff", "map-reduce"):
+        given = [d.text for d in docs]
+    text, dropped = drop_unknown_citations(text, sources)
+    if dropped:
+        reasons.append("removed citation(s) " + ", ".join(f"[{n}]" for n in dropped)
+                       + ": no source has that number")
+    ok = bool(UNANSWERED.search(text)) or supported(text, question, given)
+    if not ok:
+        reasons.append("no source sentence holds what the answer claims: treat it as unsupported")
     return Answer(
         answer=text, route=r, escalated=escalated, sources=tuple(sources), tokens=tokens,
         timings=timings, model=str(eng.path), plan=plan_report(eng.arch, eng.plan)["plan"],
-        reasons=tuple(reasons), failed=tuple(failed), engine=None if engine else eng,
+        reasons=tuple(reasons), failed=tuple(failed), supported=ok,
+        engine=None if engine else eng,
     )
+
+
+def drop_unknown_citations(answer: str, sources: list[Source]) -> tuple[str, list[int]]:
+    """The answer without [n] markers that name no source (a small model invents some)."""
+    known = {s.n for s in sources}
+    dropped = sorted({int(n) for n in re.findall(r"\[(\d+)\]", answer)} - known)
+    if not dropped:
+        return answer, []
+    text = re.sub(r"\s?\[(\d+)\]", lambda m: "" if int(m.group(1)) in dropped else m.group(0), answer)
+    return text, dropped
+
+
+def stuff_limit(eng) -> tuple[int, str]:
+    """How many tokens auto may stuff for this engine's model and plan, and why."""
+    from lcdoc.calibrate import load_profile
+    from lcdoc.route import default_stuff_limit
+
+    prof = load_profile(eng.path, eng.cache_settings)
+    if prof is not None:
+        return prof.effective_length, "calibrated: " + prof.summary()
+    native = eng.arch.n_ctx_train
+    limit = default_stuff_limit(native)
+    return limit, (f"not calibrated: stuffing up to {limit} tokens, half the native {native}-token "
+                   f"context (the default; `lcdoc calibrate` measures this model and plan)")
 
 
 def _all_documents(index) -> list[Document]:

@@ -201,6 +201,7 @@ def plan(
     p = make_plan(arch, probe_memory(), s.ctx, s.kv_type, s.gpu_layers)
     report = plan_report(arch, p)
     if as_json:
+        report["effective"] = _effective_json(arch, p)
         print(json.dumps(report, indent=2))
         return
     from rich.table import Table
@@ -238,6 +239,76 @@ def plan(
                           + (f" ({p.tensor_split[i]:.0%} of the layers)" if p.tensor_split else ""))
     for r in p.reasons:
         console.out.print(f"  - {r}", markup=False)
+    console.out.print(f"  - {_effective_line(arch, p)}", markup=False)
+
+
+def _effective_json(arch, p) -> dict:
+    from lcdoc.calibrate import load_profile
+    from lcdoc.engine.plan import cache_settings
+    from lcdoc.route import default_stuff_limit
+
+    prof = load_profile(arch.path, cache_settings(p))
+    if prof is None:
+        return {"calibrated": False, "stuff_limit": default_stuff_limit(arch.n_ctx_train)}
+    return {"calibrated": True, "stuff_limit": prof.effective_length, "grid": prof.grid,
+            "measured_at": prof.measured_at}
+
+
+def _effective_line(arch, p) -> str:
+    """The effective context (what auto stuffs) beside the addressable one."""
+    from lcdoc.calibrate import load_profile
+    from lcdoc.engine.plan import cache_settings
+    from lcdoc.route import default_stuff_limit
+
+    prof = load_profile(arch.path, cache_settings(p))
+    if prof is not None:
+        return (f"addressable context {p.n_ctx:,} tokens; effective (calibrated) "
+                f"{prof.effective_length:,}: {prof.summary()}")
+    return (f"addressable context {p.n_ctx:,} tokens; effective: not calibrated, auto stuffs up "
+            f"to {default_stuff_limit(arch.n_ctx_train):,} (half the native context; run "
+            f"lcdoc calibrate)")
+
+
+@app.command()
+def calibrate(
+    model: ModelOpt = None,
+    ctx: CtxOpt = None,
+    kv: KvOpt = None,
+    gpu_layers: GpuOpt = None,
+    lengths: Annotated[Optional[str], typer.Option(
+        "--lengths", help="Haystack lengths, e.g. 1k,2k,4k (default: doublings up to the context).")] = None,
+    depths: Annotated[str, typer.Option("--depths", help="Where the fact is, in percent.")] = "10,50,90",
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Measure how far into the planned context this model finds a fact (paraphrased needles);
+    the router then stuffs only up to that effective length."""
+    from lcdoc.calibrate import THRESHOLD, calibrate as run, profile_path
+    from lcdoc.engine.llm import Engine
+    from lcdoc.eval.niah import parse_list
+
+    console.QUIET = quiet
+    s = _settings(model=model, ctx=ctx, kv_type=kv, gpu_layers=gpu_layers)
+    eng = Engine(s.model, n_ctx=s.ctx, kv_type=s.kv_type, gpu_layers=s.gpu_layers,
+                 n_threads=s.threads)
+    with console.progress_bar() as bar:
+        def on_trial(tr, done: int, total: int) -> None:
+            if bar:
+                bar("trials", done, total)
+            console.log(f"{tr.length} tokens, depth {tr.depth}%: "
+                        f"{'found' if tr.found else 'missed'} ({tr.seconds:.1f} s)")
+
+        prof = run(eng, s, parse_list(lengths) if lengths else None,
+                   tuple(parse_list(depths)), on_trial=on_trial)
+    if as_json:
+        print(json.dumps({**prof.__dict__, "path": str(profile_path(eng.path, eng.cache_settings))}))
+        return
+    print(f"{Path(prof.model).name} at n_ctx {prof.n_ctx} ({prof.settings})")
+    print("| length | found |\n|---:|---:|")
+    for length, share in sorted(prof.grid.items(), key=lambda x: int(x[0])):
+        print(f"| {int(length):,} | {share:.0%} |")
+    print(f"effective length: {prof.effective_length:,} tokens (every length up to it found the "
+          f"fact at {THRESHOLD:.0%} of depths or more); {prof.seconds:.0f} s")
 
 
 @app.command()
@@ -342,11 +413,15 @@ def _name_failure(path: str, why: str) -> None:
 
 
 def _print_sources(ans) -> None:
+    if not ans.supported:
+        print("\n(No source sentence holds what this answer claims: check it before relying on it.)")
     if ans.sources:
         print("\nSources:")
         for src in ans.sources:
             print(f"  [{src.n}] {src.label_for(_display(src.path))}"
                   + ("" if src.cited else "  (not cited)"))
+            if src.quote and src.cited:
+                print(f"      \u201c{src.quote}\u201d")
 
 
 def _log_answer(ans) -> None:

@@ -39,16 +39,31 @@ def context_budget(n_ctx: int, prompt_overhead: int, answer_tokens: int) -> int:
     return max(0, n_ctx - prompt_overhead - answer_tokens)
 
 
+def default_stuff_limit(n_ctx_train: int) -> int:
+    """Uncalibrated, stuff up to half the native context: models hold up far less than their
+    window (RULER), and the packaged SmolLM2 lost to retrieval past ~4K of its 8K
+    (docs/benchmarks.md). `lcdoc calibrate` replaces this with a measurement."""
+    return n_ctx_train // 2
+
+
 def choose_route(
     question: str,
     budget: int,
     doc_tokens: int | None,
     index_tokens: int | None = None,
     mode: str = "auto",
+    stuff_limit: int | None = None,
+    limit_reason: str = "",
 ) -> Route:
-    """Route for a question over direct documents (doc_tokens) and/or an index (index_tokens)."""
+    """Route for a question over direct documents (doc_tokens) and/or an index (index_tokens).
+    stuff_limit: the most tokens this model reads reliably (calibrated, or the default); auto
+    stuffs only up to it, even where the context holds more."""
     whole = needs_whole(question)
     reasons = [f"context budget for documents: {budget} tokens"]
+    budget_fit = budget  # what auto stuffs: the context's room, or less where the model reads less
+    if stuff_limit is not None and mode == "auto":
+        reasons.append(limit_reason or f"stuffing up to {stuff_limit} tokens")
+        budget_fit = min(budget, stuff_limit)
     if doc_tokens is not None:
         reasons.append(f"documents given: {doc_tokens} tokens")
     if index_tokens is not None:
@@ -62,20 +77,24 @@ def choose_route(
         return Route(mode, budget, doc_tokens, tuple(reasons + [f"--mode {mode} requested"]))
 
     if doc_tokens is not None and index_tokens is not None:
-        if doc_tokens <= budget * 0.7:
+        if doc_tokens <= budget_fit * 0.7:
             return Route("hybrid", budget, doc_tokens, tuple(reasons + [
                 "the named documents fit in 70% of the budget: stuffed whole, the index fills "
                 "the rest by retrieval"]))
         return Route("rag", budget, doc_tokens, tuple(reasons + [
             "the named documents do not leave room for the index: retrieval over both"]))
     total = doc_tokens if doc_tokens is not None else index_tokens
-    if total is not None and total <= budget:
+    if total is not None and total <= budget_fit:
         return Route("stuff", budget, total, tuple(reasons + [
             "everything fits the context: stuffed whole, in document order"]))
+    if total is not None and total <= budget and not whole:
+        return Route("rag", budget, total, tuple(reasons + [
+            f"fits the context but exceeds the {budget_fit} tokens this model reads reliably: "
+            f"hybrid retrieval (BM25 + dense) gives it the best passages instead"]))
     if whole:
-        return Route("map-reduce", budget, total, tuple(reasons + [
-            "too large for the context and the question needs all of it: map-reduce over the "
-            "document in context-sized parts"]))
+        return Route("map-reduce", budget_fit, total, tuple(reasons + [
+            f"larger than the {budget_fit} tokens the model reads at once and the question needs "
+            f"all of it: map-reduce over the document in parts of that size"]))
     return Route("rag", budget, total, tuple(reasons + [
         "larger than the context: hybrid retrieval (BM25 + dense) fills the budget with the best "
         "passages"]))

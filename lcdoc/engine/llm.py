@@ -13,6 +13,7 @@ from typing import Any, Callable
 from lcdoc.engine.arch import Arch, read_arch
 from lcdoc.engine.cache import PromptCache, Snapshot, prefix_key
 from lcdoc.engine.plan import Plan, make_plan
+from lcdoc.engine.plan import cache_settings
 from lcdoc.engine.system import probe_memory
 from lcdoc.errors import DoesNotFitError, ModelMissingError
 
@@ -170,9 +171,7 @@ class Engine:
             raise DoesNotFitError(f"{self.path}: llama.cpp could not create the context ({e})") from e
         st = self.path.stat()
         self.model_id = f"{self.path.resolve()}:{st.st_size}:{int(st.st_mtime)}"
-        p = self.plan
-        self.cache_settings = (f"{p.n_ctx}/{p.type_k}/{p.type_v}/{p.rope_scaling}{p.rope_factor}/"
-                               f"{p.swa_full}/{p.flash_attn}")
+        self.cache_settings = cache_settings(self.plan)
         self.cache = PromptCache(cache_dir, memory_bytes, disk_bytes)
         self.keep_resident = keep_resident
         self._resident: tuple[str, int, bool] | None = None  # (key, n_prefix, persist)

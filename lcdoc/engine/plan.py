@@ -276,6 +276,13 @@ def make_plan(
     )
 
 
+def cache_settings(plan: Plan) -> str:
+    """The settings that shape a context's cache: a saved state or a calibration holds only for
+    the same ones."""
+    return (f"{plan.n_ctx}/{plan.type_k}/{plan.type_v}/{plan.rope_scaling}{plan.rope_factor}/"
+            f"{plan.swa_full}/{plan.flash_attn}")
+
+
 def max_ctx_that_fits(arch: Arch, kv_budget: int, kv_type: str = "q4_0") -> int:
     """Largest context (multiple of 256) whose cache fits a byte budget."""
     if kv_budget <= 0:
