@@ -383,7 +383,8 @@ def ask(
             escalated = True
             why = ("said the sources lack it" if refused else
                    "claims what no passage sentence holds (quoted evidence)")
-            if r == "rag" and (doc_tokens or 0) + (index_tokens or 0) <= room:
+            # Whole documents only within what the model reads reliably (the stuff limit).
+            if r == "rag" and (doc_tokens or 0) + (index_tokens or 0) <= min(room, limit or room):
                 whole = list(docs)
                 if index is not None:
                     whole += index_docs if index_docs is not None else _all_documents(index)

@@ -658,40 +658,63 @@ def eval_niah(
                                                           "the haystack from (default: bundled).")] = None,
     lengths: Annotated[str, typer.Option("--lengths", help="Haystack lengths in model tokens.")] = "1k,2k,4k",
     depths: Annotated[str, typer.Option("--depths", help="Needle depths in percent.")] = "0,25,50,75,100",
-    mode: Annotated[str, typer.Option("--mode", help="stuff, rag or auto.")] = "stuff",
+    mode: Annotated[str, typer.Option("--mode", help="stuff, rag or auto; several side by side: "
+                                      "stuff,rag,auto (a folder and heat map each).")] = "stuff",
     needles: Annotated[int, typer.Option("--needles", help="Facts planted and asked for at once.")] = 1,
     out: Annotated[Path, typer.Option("--out", help="Folder for trials.csv/json and heatmap.png.")] = Path("niah-out"),
     model: ModelOpt = None,
+    ctx: Annotated[Optional[int], typer.Option("--ctx", help="One planned context for every mode "
+                                               "and length (YaRN past the native one).")] = None,
     index_dir: IndexDirOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Needle-in-a-haystack grid through the `lcdoc ask` path, with a heat map."""
+    from lcdoc.engine.llm import resolve_model
     from lcdoc.eval.niah import heatmap, parse_list, run_niah
 
     console.QUIET = quiet
     s = _settings(index_dir=index_dir, model=model)
     L, D = parse_list(lengths), parse_list(depths)
+    modes = [m.strip() for m in mode.split(",") if m.strip()]
 
     def on_trial(t) -> None:
-        console.log(f"{t.length:>7} tokens, depth {t.depth:>3}%: {t.found}/{t.needles} ({t.route}, "
-                    f"{t.rope}, {t.seconds:.1f} s)")
+        console.log(f"{t.mode:>5} {t.length:>7} tokens, depth {t.depth:>3}%: {t.found}/{t.needles} "
+                    f"({t.route}, {t.rope}, {t.seconds:.1f} s)")
 
-    trials = run_niah(L, D, mode, needles, haystack, str(s.model) if s.model else None, out, s,
-                      on_trial=on_trial, on_failure=_name_failure)
-    from lcdoc.engine.llm import resolve_model
-
-    name = resolve_model(s.model).name
-    ropes = sorted({t.rope for t in trials})
-    title = (f"NIAH: {name}, mode {mode}, {needles} needle(s), "
-             f"{'bundled haystack' if not haystack else 'user haystack'}; RoPE: {', '.join(ropes)}")
-    png = heatmap(out / "trials.csv", out / "heatmap.png", title)
-    mean = sum(t.score for t in trials) / len(trials)
+    results = {}
+    for m in modes:
+        folder = out / m if len(modes) > 1 else out
+        trials = run_niah(L, D, m, needles, haystack, str(s.model) if s.model else None, folder, s,
+                          on_trial=on_trial, on_failure=_name_failure, n_ctx=ctx)
+        ropes = sorted({t.rope for t in trials})
+        title = (f"NIAH: {resolve_model(s.model).name}, mode {m}, {needles} needle(s), "
+                 f"{'bundled haystack' if not haystack else 'user haystack'}"
+                 + (f", --ctx {ctx}" if ctx else "") + f"; RoPE: {', '.join(ropes)}")
+        png = heatmap(folder / "trials.csv", folder / "heatmap.png", title)
+        results[m] = (trials, png)
     if as_json:
-        print(json.dumps({"mean_score": mean, "trials": len(trials), "png": str(png),
-                          "csv": str(out / "trials.csv")}))
-    else:
-        print(f"{len(trials)} trials, mean score {mean:.2f}; heat map {png}, trials {out / 'trials.csv'}")
+        print(json.dumps({m: {"mean_score": sum(t.score for t in tr) / len(tr), "trials": len(tr),
+                              "png": str(png), "by_length": _by_length(tr)}
+                          for m, (tr, png) in results.items()}))
+        return
+    print("| length | " + " | ".join(modes) + " |\n|---:|" + "---:|" * len(modes))
+    for length in L:
+        cells = []
+        for m in modes:
+            row = [t for t in results[m][0] if t.length == length]
+            cells.append(f"{sum(t.found for t in row)}/{sum(t.needles for t in row)}")
+        print(f"| {length:,} | " + " | ".join(cells) + " |")
+    for m, (tr, png) in results.items():
+        print(f"{m}: {len(tr)} trials, mean score {sum(t.score for t in tr) / len(tr):.2f}; heat map {png}")
+
+
+def _by_length(trials) -> dict:
+    out: dict = {}
+    for t in trials:
+        found, total = out.get(str(t.length), (0, 0))
+        out[str(t.length)] = (found + t.found, total + t.needles)
+    return out
 
 
 @eval_app.command("retrieval")

@@ -93,8 +93,11 @@ def run_niah(
     seed: int = 0,
     on_trial: Callable[[Trial], None] | None = None,
     on_failure: Callable[[str, str], None] | None = None,
+    n_ctx: int | None = None,
 ) -> list[Trial]:
-    """Every (length, depth) cell through lcdoc's ask path; writes trials.csv and trials.json."""
+    """Every (length, depth) cell through lcdoc's ask path; writes trials.csv and trials.json.
+    n_ctx: one planned context for every length and mode (YaRN past the native one), so that
+    auto faces the same choice a user's plan gives it; None: each length's own, as before."""
     from lcdoc.ask import ask
     from lcdoc.engine.llm import Engine, Tokenizer, resolve_model
     from lcdoc.engine.arch import read_arch
@@ -132,13 +135,13 @@ def run_niah(
         # native context the planner scales RoPE with YaRN. Retrieval keeps the native context.
         # Paragraphs counted apart come out a few percent shorter than the stuffed whole.
         need = int(length * 1.04) + 512 + s.answer_tokens if mode == "stuff" else native
-        n_ctx = max(native, ((need + 1023) // 1024) * 1024) if mode == "stuff" else native
-        if engine is None or engine_ctx != n_ctx:
+        ctx = n_ctx or (max(native, ((need + 1023) // 1024) * 1024) if mode == "stuff" else native)
+        if engine is None or engine_ctx != ctx:
             if engine is not None:
                 engine.close()
-            engine = Engine(path, n_ctx=n_ctx, kv_type=s.kv_type, gpu_layers=s.gpu_layers,
+            engine = Engine(path, n_ctx=ctx, kv_type=s.kv_type, gpu_layers=s.gpu_layers,
                             n_threads=s.threads)
-            engine_ctx = n_ctx
+            engine_ctx = ctx
         rope = f"YaRN x{engine.plan.rope_factor:g}" if engine.plan.rope_scaling == "yarn" else "native"
         for depth in depths:
             needles = make_needles(n_needles, seed + length * 101 + depth)
