@@ -20,6 +20,11 @@ STOP = frozenset(
     "could would should will shall may might must has have had i you he she we they them their "
     "there here than then so such also only any all each other into about over under per via "
     "according document documents source sources text passage says said".split())
+# An answer that says the sources lack it (the model was told to say so).
+UNANSWERED = re.compile(
+    r"(do(es)? not contain|doesn't contain|no (information|mention)|not (mentioned|provided|stated|"
+    r"found|specified)|cannot (answer|find|determine)|can't (answer|find)|unable to (answer|find)|"
+    r"i don't know|not enough information)", re.I)
 SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])|\n{2,}")
 MAX_QUOTE = 300  # characters of one quote
 SUPPORT = 0.6  # share of the answer's key terms one sentence window must hold

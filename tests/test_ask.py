@@ -95,7 +95,9 @@ def test_piped_note_is_stuffed_and_json_matches_schema(tmp_path):
     assert out["route"] == "stuff" and out["escalated"] is False
     assert set(out["tokens"]) == {"context", "prompt", "restored", "completion"}
     assert set(out["timings"]) == {"retrieve_s", "prefill_s", "generate_s"}
-    assert set(out["sources"][0]) == {"n", "path", "page", "page_end", "heading", "score", "cited"}
+    assert set(out["sources"][0]) == {"n", "path", "page", "page_end", "heading", "score", "cited",
+                                      "quote"}
+    assert isinstance(out["supported"], bool)
     assert out["sources"][0]["n"] == 1 and out["server"] is False and out["failed"] == []
     assert "August" in out["answer"]
 

@@ -343,3 +343,42 @@ def update_index(
             report.vector_index = index.vector_kind()
             report.seconds = time.perf_counter() - t0
     return report
+
+
+def index_documents(index: Index, docs: list[Document], chunk_tokens: int = 256,
+                    chunk_overlap: int = 32, lock_wait_s: float = 10.0) -> IndexReport:
+    """Documents already read (files named on the command line, stdin) into an index, each
+    replacing an earlier version; nothing is read again, so a piped PDF keeps its pages. A file
+    is stored under its resolved path, stdin under its own name."""
+    t0 = time.perf_counter()
+    report = IndexReport(index=index.name)
+    store = index.store
+    with WriteLock(index.folder, lock_wait_s):
+        existing = {d.path: d for d in store.documents()}
+        chunking = f"v{CHUNKER_VERSION}:{chunk_tokens}/{chunk_overlap}"
+        rechunk = store.get_meta("chunking") not in (None, chunking)
+        index.check_embedding_model()
+        batches = _Batches(index, report, chunking, None, [])
+        try:
+            for doc in docs:
+                key = doc_key(doc.path) if os.path.isfile(doc.path) else doc.path
+                old = existing.get(key)
+                if old is not None and not rechunk and old.sha256 == doc.sha256:
+                    report.unchanged += 1
+                    continue
+                d = Document(key, doc.text, doc.kind, doc.sha256, doc.page_starts, doc.outline)
+                chunks = chunk_document(d, chunk_tokens, chunk_overlap)
+                if not chunks:
+                    report.failed.append(Skipped(doc.path, "no text to index"))
+                    continue
+                batches.add((d, 0.0, len(d.text), chunks), COMMIT_CHUNKS)
+                report.indexed += 1
+                report.chunks += len(chunks)
+            batches.finish()
+        except BaseException:
+            batches.abandon()
+            raise
+        finally:
+            index.refresh_vectors()
+            report.seconds = time.perf_counter() - t0
+    return report

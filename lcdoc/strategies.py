@@ -1,0 +1,349 @@
+"""The routes a question can take, each a small strategy over one AskContext: stuff, rag (with
+the SELF-ROUTE escalation), hybrid (named files stuffed, the index retrieved) and map-reduce."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from lcdoc.answer import Source, cite, mark_cited
+from lcdoc.errors import DoesNotFitError
+from lcdoc.evidence import UNANSWERED, best_quote, supported
+from lcdoc.ingest import Document
+from lcdoc.route import Route
+
+SYSTEM = (
+    "You answer questions about documents. Use only the numbered sources below and cite the "
+    "ones you use in square brackets, like [1]. If the sources do not contain the answer, say "
+    "\"The sources do not contain the answer.\""
+)
+STOP = frozenset("a an the of to in on and or is are was were be by for with that this it as at "
+                 "from which what who when where how why do does did".split())
+
+
+@dataclass
+class Passage:
+    """A span of a document given to the model, with where it came from."""
+
+    path: str
+    text: str
+    page: int | None
+    heading: str
+    score: float
+    start: int = 0
+    page_end: int | None = None
+
+
+@dataclass
+class AskContext:
+    """One question: its documents, engine and budgets, and the accounts every route adds to."""
+
+    question: str
+    history: list
+    eng: object
+    docs: list[Document]  # named files and stdin, read once
+    index: object | None  # the --index, or None
+    search_index: object | None  # what retrieval searches: the index, files indexed on the fly, or both
+    allowed: set | None  # paths retrieval may return (None: any)
+    budget: int  # tokens of documents the context holds
+    limit: int | None  # what auto stuffs at most (calibrated, or the default)
+    doc_tokens: int | None
+    index_tokens: int | None
+    index_docs: list[Document] | None  # the index's documents, when already read
+    mode: str
+    answer_tokens: int
+    on_text: Callable[[str], None] | None
+    timings: dict = field(default_factory=lambda: {"retrieve_s": 0.0, "prefill_s": 0.0,
+                                                   "generate_s": 0.0})
+    tokens: dict = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
+
+    def generate(self, context: str, stream: bool = True) -> str:
+        """The answer to the question over this context, counted into the accounts."""
+        eng = self.eng
+        prefix, suffix, stops = eng.chat_parts(SYSTEM, context, self.question, self.history)
+        comp = eng.complete(prefix, suffix, max_tokens=self.answer_tokens, stop=stops,
+                            on_text=self.on_text if stream else None)
+        self.tokens["restored"] += comp.n_cached
+        self.timings["prefill_s"] += comp.prefill_s
+        self.timings["generate_s"] += comp.generate_s
+        self.tokens["prompt"] += comp.n_prompt
+        self.tokens["completion"] += comp.n_completion
+        return comp.text.strip()
+
+    def everything(self) -> list[Document]:
+        """The named documents, else the whole index."""
+        if self.docs:
+            return self.docs
+        if self.index_docs is None:
+            self.index_docs = all_documents(self.index)
+        return self.index_docs
+
+
+@dataclass
+class Outcome:
+    text: str
+    sources: list[Source]
+    given: list[str]  # the texts the model was given, for the evidence check
+    escalated: bool = False
+
+
+class Stuff:
+    """Everything in the context, whole and in order."""
+
+    def run(self, ctx: AskContext, route: Route) -> Outcome:
+        total = ctx.doc_tokens if ctx.docs else ctx.index_tokens
+        if total > ctx.budget:
+            raise DoesNotFitError(f"--mode stuff: the documents ({total} tokens) do not fit the "
+                                  f"{ctx.budget}-token budget of a {ctx.eng.n_ctx}-token context")
+        docs = ctx.everything()
+        text = ctx.generate(stuff_context(docs))
+        return Outcome(text, attribute(text, docs, ctx.question), [d.text for d in docs])
+
+
+class MapReduce:
+    """Notes on each part the model reads at once, then the answer over the notes."""
+
+    def run(self, ctx: AskContext, route: Route) -> Outcome:
+        docs = ctx.everything()
+        text, sources = map_reduce(ctx.question, docs, ctx.eng, route.budget,
+                                   generate_fn=ctx.generate, on_text=ctx.on_text)
+        return Outcome(text, sources, [d.text for d in docs])
+
+
+class Rag:
+    """A focused first retrieval; when its answer says the passages lack it or (auto) claims
+    what no passage holds, SELF-ROUTE escalates: to the whole documents when they fit what the
+    model reads, else to the full retrieval budget."""
+
+    stuffs_named = False
+
+    def run(self, ctx: AskContext, route: Route) -> Outcome:
+        stuffed = ctx.docs if self.stuffs_named else []
+        room = ctx.budget - (ctx.eng.count(stuff_context(stuffed)) if stuffed else 0)
+        # Small models answer best from a few strong passages, and it is cheap; hits alone,
+        # without neighbours, in the first pass.
+        first = room if self.stuffs_named else min(room, max(1024, room // 4))
+        passages, secs = rag_passages(ctx.search_index, ctx.question, first, ctx.eng.count,
+                                      ctx.allowed, radius=0)
+        ctx.timings["retrieve_s"] += secs
+        context = (stuff_context(stuffed) + "\n\n" if stuffed else "") + numbered(passages, len(stuffed))
+        streamed = first == room and ctx.on_text is not None
+        text = ctx.generate(context, stream=streamed)
+        given = [d.text for d in stuffed] + [p.text for p in passages]
+        refused = bool(UNANSWERED.search(text))
+        unsupported = ctx.mode == "auto" and not refused and not supported(text, ctx.question, given)
+        if (refused or unsupported) and first < room:
+            why = ("said the sources lack it" if refused else
+                   "claims what no passage sentence holds (quoted evidence)")
+            return self._escalate(ctx, room, first, why)
+        if not streamed and ctx.on_text:
+            ctx.on_text(text)
+        return Outcome(text, self._sources(text, ctx.question, stuffed, passages), given)
+
+    def _escalate(self, ctx: AskContext, room: int, first: int, why: str) -> Outcome:
+        total = (ctx.doc_tokens or 0) + (ctx.index_tokens or 0)
+        if total <= min(room, ctx.limit or room):  # SELF-ROUTE proper: the whole, read reliably
+            whole = list(ctx.docs) + (all_documents(ctx.index) if ctx.index is not None else [])
+            ctx.reasons.append(f"SELF-ROUTE: the answer from {first} tokens of passages {why}; "
+                               f"the documents fit the {room}-token budget, so they were stuffed "
+                               f"whole and asked again")
+            text = ctx.generate(stuff_context(whole))
+            return Outcome(text, attribute(text, whole, ctx.question), [d.text for d in whole], True)
+        ctx.reasons.append(f"SELF-ROUTE: the answer from {first} tokens of passages {why}; "
+                           f"retried with the full {room}-token budget")
+        passages, secs = rag_passages(ctx.search_index, ctx.question, room, ctx.eng.count, ctx.allowed)
+        ctx.timings["retrieve_s"] += secs
+        text = ctx.generate(numbered(passages))
+        return Outcome(text, self._sources(text, ctx.question, [], passages),
+                       [p.text for p in passages], True)
+
+    @staticmethod
+    def _sources(text: str, question: str, stuffed: list[Document], passages: list[Passage]
+                 ) -> list[Source]:
+        sources = [Source(i, d.path, None, "", 1.0, quote=best_quote(text, question, d.text).text)
+                   for i, d in enumerate(stuffed, 1)]
+        sources += [Source(len(stuffed) + i, p.path, p.page, p.heading, p.score, page_end=p.page_end,
+                           quote=best_quote(text, question, p.text).text)
+                    for i, p in enumerate(passages, 1)]
+        return mark_cited(text, sources)
+
+
+class Hybrid(Rag):
+    """The named files stuffed whole; the index fills the rest of the budget by retrieval."""
+
+    stuffs_named = True
+
+
+STRATEGIES = {"stuff": Stuff(), "rag": Rag(), "hybrid": Hybrid(), "map-reduce": MapReduce()}
+
+
+def stuff_context(docs: list[Document]) -> str:
+    """Whole documents in order, numbered, with page markers so the answer can cite pages."""
+    parts = []
+    for i, d in enumerate(docs, 1):
+        if d.page_starts:
+            pages = [f"[page {p}]\n{d.page_text(p).strip()}" for p in range(1, d.n_pages + 1)]
+            body = "\n\n".join(pages)
+        else:
+            body = d.text
+        parts.append(f"[{i}] {d.path}\n{body}")
+    return "\n\n".join(parts)
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in re.findall(r"\w+", text.lower()) if w not in STOP and len(w) > 1}
+
+
+def attribute(answer: str, docs: list[Document], question: str, top: int = 3) -> list[Source]:
+    """For stuffed documents: the pages (or sections) whose words the answer and question share most."""
+    if UNANSWERED.search(answer):  # the answer says the sources lack it: attribute nothing to them
+        return [Source(i, d.path, None, "", 0.0, cited=False) for i, d in enumerate(docs, 1)]
+    want = _words(answer) | _words(question)
+    if not want:
+        return [Source(i, d.path, None, "", 0.0) for i, d in enumerate(docs, 1)]
+    from lcdoc.ingest import chunk_document
+
+    scored = []
+    for i, d in enumerate(docs, 1):
+        if d.page_starts:
+            units = [(p, "", d.page_text(p)) for p in range(1, d.n_pages + 1)]
+        else:
+            units = [(None, c.heading, c.text) for c in chunk_document(d, 256, 0)]
+        for page, heading, text in units:
+            w = _words(text)
+            ans_hits = len(_words(answer) & w)
+            score = (2 * ans_hits + len(_words(question) & w)) / (len(want) * 2 or 1)
+            scored.append((score, i, d.path, page, heading, text))
+    scored.sort(key=lambda x: -x[0])
+    out, seen = [], set()
+    for score, i, path, page, heading, text in scored:
+        if (path, page, heading) in seen or score <= 0:
+            continue
+        seen.add((path, page, heading))
+        out.append(Source(i, path, page, heading, score,
+                          quote=best_quote(answer, question, text).text))
+        if len(out) == top:
+            break
+    return out or [Source(i, d.path, None, "", 0.0) for i, d in enumerate(docs, 1)]
+
+
+def lost_in_the_middle_order(items: list) -> list:
+    """Best items at both ends, weakest in the middle (Liu et al., 2023): 1, 3, 5, ..., 6, 4, 2."""
+    return items[0::2] + items[1::2][::-1]
+
+
+def rag_passages(index, question: str, budget: int, count: Callable[[str], int],
+                 paths: set[str] | None = None, radius: int = 1) -> tuple[list[Passage], float]:
+    """Hybrid hits expanded to their neighbours, merged, filling the budget; (passages, seconds)."""
+    t0 = time.perf_counter()
+    hits = index.search(question, k=40)
+    if paths is not None:
+        hits = [h for h in hits if h.path in paths]
+    used: dict[str, list[tuple[int, int]]] = {}
+    passages: list[Passage] = []
+    spent = 0
+    docs: dict[str, Document] = {}
+    for h in hits:
+        if any(a <= h.start and h.end <= b for a, b in used.get(h.path, [])):
+            continue
+        group = index.neighbours(h, radius)
+        a = min(g.start for g in group)
+        b = max(g.end for g in group)
+        if h.path not in docs:
+            docs[h.path] = index.store.document(h.path)
+        doc = docs[h.path]
+        text = doc.text[a:b] if doc else "\n".join(g.text for g in group)
+        head = count(f"[99] ({cite(h.path, 999, 1000, h.heading)})\n") + 2
+        n = count(text) + head
+        if spent + n > budget:
+            a, b, text = h.start, h.end, h.text  # the hit alone, without its neighbours
+            n = count(text) + head
+            if spent + n > budget:
+                continue
+        used.setdefault(h.path, []).append((a, b))
+        # The pages of the text given to the model, which may start in a neighbour of the hit.
+        page = doc.page_at(a) if doc else h.page_start
+        page_end = doc.page_at(max(a, b - 1)) if doc else h.page_end
+        passages.append(Passage(h.path, text.strip(), page, h.heading, h.score, a, page_end))
+        spent += n
+        if spent >= budget * 0.97:
+            break
+    return lost_in_the_middle_order(passages), time.perf_counter() - t0
+
+
+def numbered(passages: list[Passage], offset: int = 0) -> str:
+    """Passages as [n] (citation) blocks; n continues after `offset` stuffed documents."""
+    return "\n\n".join(f"[{i}] ({cite(p.path, p.page, p.page_end, p.heading)})\n{p.text}"
+                       for i, p in enumerate(passages, offset + 1))
+
+
+def all_documents(index) -> list[Document]:
+    """Every document of an index, whole, for stuffing or a map-reduce."""
+    return [index.store.document(d.path) for d in index.store.documents()]
+
+
+class MergedIndex:
+    """Search several indexes as one (an index plus files indexed on the fly)."""
+
+    def __init__(self, indexes: list) -> None:
+        self.indexes = indexes
+
+    def search(self, query: str, k: int = 10):
+        hits = [h for idx in self.indexes for h in idx.search(query, k=k)]
+        return sorted(hits, key=lambda h: -h.score)[:k]
+
+    def _owner(self, path: str):
+        for idx in self.indexes:
+            if idx.store.document(path) is not None:
+                return idx
+        return self.indexes[0]
+
+    def neighbours(self, hit, radius: int = 1):
+        return self._owner(hit.path).neighbours(hit, radius)
+
+    @property
+    def store(self):
+        return MergedStore(self)
+
+
+class MergedStore:
+    def __init__(self, merged: MergedIndex) -> None:
+        self.merged = merged
+
+    def document(self, path: str):
+        return self.merged._owner(path).store.document(path)
+
+
+def map_reduce(question: str, docs: list[Document], eng, budget: int,
+               generate_fn: Callable[..., str], on_text: Callable[[str], None] | None = None
+               ) -> tuple[str, list[Source]]:
+    """Notes on each context-sized part, then the answer over the notes (level by level if needed)."""
+    from lcdoc.ingest import chunk_document
+
+    def count_many(texts):
+        return [eng.count(t) for t in texts]
+
+    part_budget = max(256, int(budget * 0.8))
+    notes: list[Passage] = []
+    for d in docs:
+        for c in chunk_document(d, part_budget, 0, count_tokens=count_many):
+            prefix, suffix, stops = eng.chat_parts(
+                "Write short notes on what this part of a document says that helps answer the "
+                "question. Keep names, numbers and page markers.", f"{c.text}", question)
+            comp = eng.complete(prefix, suffix, max_tokens=160, stop=stops, cache_prefix=False)
+            notes.append(Passage(d.path, comp.text.strip(), c.page_start, c.heading, 1.0))
+    while sum(eng.count(n.text) + 24 for n in notes) > budget and len(notes) > 1:
+        merged = []
+        for i in range(0, len(notes), 4):
+            group = notes[i : i + 4]
+            prefix, suffix, stops = eng.chat_parts("Combine these notes into shorter notes.",
+                                                   numbered(group), question)
+            comp = eng.complete(prefix, suffix, max_tokens=200, stop=stops, cache_prefix=False)
+            merged.append(Passage(group[0].path, comp.text.strip(), group[0].page,
+                                   group[0].heading, 1.0))
+        notes = merged
+    text = generate_fn(numbered(notes))
+    return text, [Source(i, n.path, n.page, n.heading, 1.0) for i, n in enumerate(notes, 1)]
