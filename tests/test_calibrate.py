@@ -69,3 +69,20 @@ def test_ask_over_a_pdf_quotes_its_sources_and_cites_only_them(tmp_path):
         assert {int(n) for n in re.findall(r"\[(\d+)\]", d["answer"])} <= numbers
         quotes = [s["quote"].strip("…") for s in d["sources"] if s["quote"]]
         assert quotes and all(q in text for q in quotes)  # sentences of the PDF, word for word
+
+
+def test_a_piped_pdf_keeps_its_pages_when_retrieved(tmp_path):
+    pages = [" ".join(FILLER[(i + j) % 5] for j in range(3)) for i in range(5)]
+    pages[3] += " The lighthouse lamp was replaced with an LED unit in March."
+    pdf = make_pdf(tmp_path / "log.pdf", pages, title="Harbour log")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"),
+           "LCDOC_INDEX_DIR": str(tmp_path / "idx"), "LCDOC_NO_SERVER": "1",
+           "LCDOC_ANSWER_TOKENS": "32"}
+    p = subprocess.run([sys.executable, "-m", "lcdoc", "ask", "When was the lighthouse lamp "
+                        "replaced?", "-", "--mode", "rag", "--json"], input=pdf.read_bytes(),
+                       capture_output=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    d = json.loads(p.stdout)
+    assert d["route"] == "rag" and d["sources"]
+    assert all(s["path"] == "<stdin>" and s["page"] for s in d["sources"])
+    assert any(s["page"] <= 4 <= s["page_end"] and "lighthouse" in s["quote"] for s in d["sources"])

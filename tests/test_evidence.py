@@ -36,9 +36,10 @@ def test_invented_citation_numbers_are_removed():
 
 
 def test_effective_length_is_the_longest_length_holding_up_with_every_shorter_one():
-    assert effective_length({1024: 1.0, 2048: 1.0, 4096: 0.67, 8192: 1.0}) == 2048
+    assert effective_length({1024: 1.0, 2048: 1.0, 4096: 0.33, 8192: 1.0}) == 2048
     assert effective_length({1024: 0.33, 2048: 1.0}) == 0
-    assert effective_length({1024: 1.0, 2048: 0.75}) == 2048
+    assert effective_length({1024: 1.0, 2048: 0.67}) == 2048
+    assert effective_length({1024: 1.0, 2048: 0.5, 4096: 1.0}) == 1024
 
 
 def test_auto_stuffs_only_up_to_the_limit_and_retrieves_beyond_it():
