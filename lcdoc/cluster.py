@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from lcdoc.errors import LcdocError, UsageError
@@ -30,6 +31,9 @@ def connect(address: str):
         raise UsageError('--ray needs Ray: pip install "lcdoc[ray]" (or pip install ray)') from e
     if not ray.is_initialized():
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+        # As `ray start` does: a token in ~/.ray/auth_token means the cluster expects it.
+        if "RAY_AUTH_MODE" not in os.environ and (Path.home() / ".ray" / "auth_token").exists():
+            os.environ["RAY_AUTH_MODE"] = "token"
         try:
             import logging
 

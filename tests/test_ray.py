@@ -21,6 +21,8 @@ pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
 
 LCDOC = shutil.which("lcdoc", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+# Loopback only, with Ray's token authentication (the token is made by `ray start` if missing).
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
 TOPICS = ["pump filters", "orchard frost", "bridge repairs", "library shelves", "harbour festival",
           "leave policy"]
 
@@ -37,8 +39,9 @@ def cluster(tmp_path_factory):
     ray_exe = shutil.which("ray", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     tmp = Path("/tmp") / f"lcdoc-ray-{os.getpid()}"  # Ray's socket paths must stay short
     port = _free_port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, **RAY_ENV}
     subprocess.run([ray_exe, "start", "--head", f"--port={port}", "--num-cpus=2",
+                    "--node-ip-address=127.0.0.1",
                     "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={tmp}"],
                    check=True, capture_output=True, env=env, timeout=180)
     yield f"127.0.0.1:{port}"
@@ -58,7 +61,7 @@ def folder(tmp_path_factory) -> Path:
 
 def run(args: list[str], tmp: Path, **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "LCDOC_INDEX_DIR": str(tmp / "indexes"), "LCDOC_SOCKET": str(tmp / "no.sock"),
-           "RAY_USAGE_STATS_ENABLED": "0"}
+           **RAY_ENV}
     return subprocess.run([LCDOC, *args], capture_output=True, text=True, env=env, timeout=900, **kw)
 
 
@@ -102,22 +105,23 @@ def _worker_pids(name: str) -> list[int]:
 def test_a_worker_killed_mid_run_has_its_documents_redone_once(cluster, folder, local_summaries,
                                                                tmp_path):
     env = {**os.environ, "LCDOC_INDEX_DIR": str(tmp_path / "indexes"),
-           "LCDOC_SOCKET": str(tmp_path / "no.sock"), "RAY_USAGE_STATS_ENABLED": "0"}
+           "LCDOC_SOCKET": str(tmp_path / "no.sock"), **RAY_ENV}
     proc = subprocess.Popen([LCDOC, "summarize", str(folder), "--out", str(tmp_path / "out"),
                              "--ray", cluster, "--workers", "2", *SUM], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     killed = None
     deadline = time.time() + 600
     while killed is None and time.time() < deadline and proc.poll() is None:
+        # Mid-run: a worker is busy on a document (the first one, or with one already written).
         busy = _worker_pids("SummarizeWorker.summarize")
-        if busy and list((tmp_path / "out").glob("doc*.md")):  # mid-run: one done, others going
+        if busy:
             killed = busy[0]
             os.kill(killed, signal.SIGKILL)
-        time.sleep(0.1)
+        time.sleep(0.05)
     out, err = proc.communicate(timeout=900)
-    assert killed is not None, "the run ended before a worker could be killed"
-    assert proc.returncode == 1 and "broken.pdf" in err
-    assert "its worker died; queued again" in err
+    assert killed is not None, f"the run ended before a worker could be killed: {err[-1500:]}"
+    assert proc.returncode == 1 and "broken.pdf" in err, err[-1500:]
+    assert "its worker died; queued again" in err, err[-1500:]
     assert summaries(out) == local_summaries  # every document once, as a local run wrote it
 
 
