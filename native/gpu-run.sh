@@ -84,6 +84,12 @@ print(json.dumps({"prompt": k["prompt"], "restored": k.get("restored"), "complet
 PY
       tail -3 $OUT/ask-$cfg.err
     done ;;
+  niah64)  # issue 13 on the GPU: calibrate, then the three grids, SmolLM2 planned at 64K
+    python3 -m pip install -q --no-index --find-links $W/wheels --no-deps onnx 2>&1 | tail -1
+    lcdoc calibrate --ctx 65536 --json > $OUT/calibrate64.json 2> $OUT/calibrate64.err; tail -3 $OUT/calibrate64.err
+    python3 -c "import json; d = json.load(open('$OUT/calibrate64.json')); print(d['grid'], d['effective_length'], d['seconds'])"
+    lcdoc eval niah --ctx 65536 --mode stuff,rag,auto --lengths ${NIAH_LENGTHS:-8k,32k,60k} --depths 10,50,90 \
+      --haystack .carry/R-data.pdf --out $OUT/niah64 > $OUT/niah64.md 2> $OUT/niah64.err; cat $OUT/niah64.md; tail -3 $OUT/niah64.err ;;
   multi-bench)
     ts=$(python3 -c "import json; p = json.load(open('$OUT/plan-cap.json'))['plan']; print('/'.join(str(x) for x in p['tensor_split']))")
     LB="$W/build/llama-bench -m $B70 -ngl 99 -fa 1 -ctk f16 -ctv f16 -r 1"
