@@ -167,8 +167,11 @@ def make_needle(rng: random.Random) -> tuple[str, str, str]:
 
 def calibrate(engine, settings, lengths: list[int] | None = None,
               depths: tuple[int, ...] = (10, 50, 90), seed: int = 0,
-              on_trial: Callable[[CalTrial, int, int], None] | None = None) -> Profile:
-    """Run the sweep on this engine (its model and plan), store the profile, return it."""
+              on_trial: Callable[[CalTrial, int, int], None] | None = None,
+              full: bool = False) -> Profile:
+    """Run the sweep on this engine (its model and plan), store the profile, return it. The
+    sweep stops at the first length that falls below the threshold (longer ones cannot change
+    the effective length, and they cost the most), unless full."""
     import tempfile
 
     from lcdoc.ask import SYSTEM, ask
@@ -202,7 +205,10 @@ def calibrate(engine, settings, lengths: list[int] | None = None,
             hay.unlink()
             if on_trial:
                 on_trial(tr, len(trials), total)
+        if not full and sum(t.found for t in trials if t.length == length) < THRESHOLD * len(depths):
+            break
     work.rmdir()
+    lengths = sorted({t.length for t in trials})
     grid = {L: sum(t.found for t in trials if t.length == L) / len(depths) for L in lengths}
     prof = Profile(str(engine.path), model_sha256(engine.path), Path(engine.path).stat().st_size,
                    engine.cache_settings,

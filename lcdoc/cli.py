@@ -278,6 +278,8 @@ def calibrate(
     lengths: Annotated[Optional[str], typer.Option(
         "--lengths", help="Haystack lengths, e.g. 1k,2k,4k (default: doublings up to the context).")] = None,
     depths: Annotated[str, typer.Option("--depths", help="Where the fact is, in percent.")] = "10,50,90",
+    full: Annotated[bool, typer.Option("--full", help="Measure every length, not only up to the "
+                                       "first that falls below the threshold.")] = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -299,7 +301,7 @@ def calibrate(
                         f"{'found' if tr.found else 'missed'} ({tr.seconds:.1f} s)")
 
         prof = run(eng, s, parse_list(lengths) if lengths else None,
-                   tuple(parse_list(depths)), on_trial=on_trial)
+                   tuple(parse_list(depths)), on_trial=on_trial, full=full)
     if as_json:
         print(json.dumps({**prof.__dict__, "path": str(profile_path(eng.path, eng.cache_settings))}))
         return

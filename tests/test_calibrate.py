@@ -27,7 +27,7 @@ def test_calibration_is_stored_per_model_and_plan_and_used_by_router_and_plan(tm
     before = lcdoc(["plan", "--ctx", "2048"], env)
     assert "not calibrated" in before.stdout
     p = lcdoc(["calibrate", "--ctx", "2048", "--lengths", "512,1024", "--depths", "20,80",
-               "--json"], env)
+               "--full", "--json"], env)
     assert p.returncode == 0, p.stderr[-2000:]
     prof = json.loads(p.stdout)
     assert set(prof["grid"]) == {"512", "1024"} and len(prof["trials"]) == 4

@@ -52,3 +52,41 @@ def test_auto_stuffs_only_up_to_the_limit_and_retrieves_beyond_it():
     assert r.route == "map-reduce" and r.budget == 4096
     assert choose_route("What is the code?", 7000, 6000, mode="stuff", stuff_limit=4096).route == "stuff"
     assert choose_route("What is the code?", 7000, 6000).route == "stuff"  # no limit: as before
+
+
+def test_the_sweep_stops_at_the_first_length_below_the_threshold_unless_full(monkeypatch):
+    import lcdoc.ask
+    from lcdoc import calibrate as cal
+
+    class Eng:  # counts words; the planted facts are found only in haystacks up to 1,024 words
+        n_ctx, path, cache_settings = 8192, __file__, "test"
+
+        class arch:
+            n_ctx_train = 8192
+
+        def chat_parts(self, *a, **k):
+            return "", "", []
+
+        def count(self, text):
+            return len(text.split())
+
+    class Ans:
+        def __init__(self, text):
+            self.answer = text
+
+    def fake_ask(question, paths, **kw):
+        hay = open(paths[0]).read()
+        fact = next(x for x in hay.split("\n\n") if "{" not in x and any(
+            p in x for p in cal.PLACES) and len(x.split()) < 20)
+        return Ans(fact if len(hay.split()) <= 1100 else "no idea")
+
+    monkeypatch.setattr(lcdoc.ask, "ask", fake_ask)
+    monkeypatch.setattr(cal, "profile_path", lambda *a: __import__("pathlib").Path(
+        __import__("tempfile").mkdtemp()) / "p.json")
+    monkeypatch.setattr(cal, "model_sha256", lambda p: "0" * 64)
+    from lcdoc.settings import load_settings
+
+    quick = cal.calibrate(Eng(), load_settings(), [1024, 2048, 4096])
+    assert sorted(map(int, quick.grid)) == [1024, 2048] and quick.effective_length == 1024
+    full = cal.calibrate(Eng(), load_settings(), [1024, 2048, 4096], full=True)
+    assert sorted(map(int, full.grid)) == [1024, 2048, 4096] and full.effective_length == 1024
