@@ -64,9 +64,6 @@ class ActorPool:
     def call_one(self, method: str, *args: Any) -> Any:
         return self.ray.get(getattr(self.actors[0], method).remote(*args))
 
-    def pids(self) -> list[int]:
-        return self.ray.get([a.pid.remote() for a in self.actors])
-
     def map_unordered(self, method: str, items: list, on_retry: Callable[[int, str], None] | None = None
                       ) -> Iterator[tuple[int, Any]]:
         """(index, result) as each item finishes; an item whose actor died is queued again."""
@@ -114,9 +111,6 @@ class SummarizeWorker:
 
         self.engine = Engine(**engine_args)
         self.options = options
-
-    def pid(self) -> int:
-        return os.getpid()
 
     def identity(self) -> dict:
         return {"model_id": self.engine.model_id, "n_ctx": self.engine.n_ctx}
@@ -171,9 +165,6 @@ class EmbedWorker:
         from lcdoc.index.embed import get_embedder
 
         self.embedder = get_embedder(model_dir, precision, True)
-
-    def pid(self) -> int:
-        return os.getpid()
 
     def identity(self) -> dict:
         e = self.embedder
