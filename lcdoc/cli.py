@@ -728,6 +728,7 @@ def eval_retrieval(
     precision: Annotated[Optional[str], typer.Option(
         "--precision", help="Embedding precisions to compare side by side, e.g. fp32,int8 "
         "(default: what a new index would use here).")] = None,
+    seeds: Annotated[int, typer.Option("--seeds", help="Sets of planted facts, queries pooled.")] = 1,
     as_json: JsonOpt = False,
 ) -> None:
     """Recall@1/5/10 and MRR for BM25 alone, dense alone and the fusion, on planted facts."""
@@ -738,7 +739,8 @@ def eval_retrieval(
     wanted = tuple(p.strip() for p in precision.split(",")) if precision else (None,)
     if any(p not in PRECISIONS for p in wanted if p is not None):
         raise UsageError(f"--precision {precision}: choose from {', '.join(PRECISIONS)}")
-    rows = run_recall(list(paths or []), work, facts, on_failure=_name_failure, precisions=wanted)
+    rows = run_recall(list(paths or []), work, facts, on_failure=_name_failure, precisions=wanted,
+                      seeds=max(1, seeds))
     if as_json:
         print(json.dumps([r.__dict__ for r in rows]))
         return

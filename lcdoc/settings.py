@@ -38,7 +38,7 @@ class Settings:
     threads: int | None = None
     prompt_cache_gb: float | None = None  # disk for saved document states; None: 1/4 of free space
     embed_runtime: str | None = None  # onnx / torch; None: ONNX Runtime, PyTorch for fp32 on a GPU
-    embed_precision: str | None = None  # new indexes: fp32 (default) or int8 (2x faster on a CPU, lower recall)
+    embed_precision: str | None = None  # new indexes: int8 or fp32 (default: int8 without a GPU)
     gpu_memory_gb: float | None = None  # plan at most this much of each GPU (shared GPUs); None: all free
 
     @property

@@ -66,7 +66,8 @@ def test_int8_export_stays_close_to_fp32(torch_vectors):
     t_docs, t_q = torch_vectors
     emb = OnnxEmbedder(precision="int8")
     cos = np.sum(emb.embed(TEXTS) * t_docs, axis=1)
-    assert cos.mean() > 0.99 and cos.min() > 0.97
+    # Down projections kept at fp32 (onnx_export._quantise): 0.993 mean, 0.984 min without.
+    assert cos.mean() > 0.995 and cos.min() > 0.99, (cos.mean(), cos.min())
     top1 = [r[0] for r in ranking(emb.embed(TEXTS), emb.embed(QUERIES))]
     assert top1 == [r[0] for r in ranking(t_docs, t_q)]
 

@@ -110,9 +110,30 @@ def scratch_folder(work: Path) -> Path:
 
 
 def run_recall(paths: list[str], work: Path, n_facts: int = 24, seed: int = 0,
-               on_failure=None, precisions: tuple[str | None, ...] = (None,)) -> list[RecallRow]:
+               on_failure=None, precisions: tuple[str | None, ...] = (None,),
+               seeds: int = 1) -> list[RecallRow]:
     """Plant facts in copies of the documents, index them (once per embedding precision, side
-    by side on the same facts), measure each retriever."""
+    by side on the same facts), measure each retriever; with several seeds, each plants a new
+    set of facts and the queries of all are pooled (a difference of one query matters less)."""
+    pooled: dict[tuple[str, str], list[RecallRow]] = {}
+    for s in range(seed, seed + seeds):
+        for row in _recall_once(paths, work, n_facts, s, on_failure, precisions):
+            pooled.setdefault((row.mode, row.precision), []).append(row)
+    return [_pool(rows) for rows in pooled.values()]
+
+
+def _pool(rows: list[RecallRow]) -> RecallRow:
+    n = sum(r.queries for r in rows)
+
+    def mean(attr: str) -> float:
+        return sum(getattr(r, attr) * r.queries for r in rows) / n
+
+    return RecallRow(rows[0].mode, mean("recall_at_1"), mean("recall_at_5"), mean("recall_at_10"),
+                     mean("mrr"), n, rows[0].precision)
+
+
+def _recall_once(paths: list[str], work: Path, n_facts: int, seed: int, on_failure,
+                 precisions: tuple[str | None, ...]) -> list[RecallRow]:
     from lcdoc.index import Index, update_index
 
     scratch = scratch_folder(work)

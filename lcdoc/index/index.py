@@ -141,15 +141,13 @@ class Index:
     def embed_precision(self) -> str:
         """The precision this index's vectors were made at, which every later vector must share:
         recorded since ONNX embedding; fp32 (PyTorch) for an older index that has vectors; for
-        an empty one, as asked (embed_precision setting), else fp32. int8 embeds twice as fast
-        on a CPU but lowered `lcdoc eval retrieval`'s recall (docs/benchmarks.md), so it is
-        only ever chosen by the user."""
+        an empty one, as asked (embed_precision setting), else the machine's default."""
         stored = self.store.get_meta("embed_precision")
         if stored:
             return stored
         if self.store.get_meta("embed_dim"):
             return "fp32"
-        return self.new_precision or "fp32"
+        return self.new_precision or default_precision()
 
     def embedder(self, for_indexing: bool = False):
         from lcdoc.index.embed import get_embedder
@@ -201,3 +199,12 @@ class Index:
 
     def dense_vectors(self, texts: list[str]) -> np.ndarray:
         return self.embedder().embed(texts)
+
+
+def default_precision() -> str:
+    """int8 on a machine without a GPU: 2.4x PyTorch's indexing speed where fp32 export gives
+    1.4x, and `lcdoc eval retrieval` over 120 queries within two queries of fp32 either way
+    (docs/benchmarks.md). fp32 with a GPU, where PyTorch embeds on CUDA."""
+    from lcdoc.index.embed import gpu_present
+
+    return "fp32" if gpu_present() else "int8"
