@@ -27,7 +27,7 @@ def variants(fp32: Path, out: Path) -> dict[str, Path]:
 
     logging.getLogger().setLevel(logging.ERROR)
     graph = onnx.load(str(fp32), load_external_data=False)
-    matmuls = [n.name for n in graph.node if n.op_type == "MatMul"]
+    matmuls = [n.name for n in graph.graph.node if n.op_type == "MatMul"]
     down = down_projections(graph)
     edges = [n for n in matmuls if "layer.0/" in n or f"layer.{_last_layer(matmuls)}/" in n]
     plan = {"every MatMul and Gather": ([], ["MatMul", "Gather"]),
