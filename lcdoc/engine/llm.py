@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import time
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -54,12 +56,28 @@ def quiet_native_stderr():
         os.close(devnull)
 
 
+_LIVE: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_models() -> None:
+    """Free every llama.cpp model while its library is still loaded: left to the interpreter's
+    teardown, Llama.__del__ finds the library's functions gone and prints a traceback."""
+    for llm in list(_LIVE):
+        try:
+            llm.close()
+        except Exception:  # noqa: BLE001 - at exit, nothing is left to tell
+            pass
+
+
 @lru_cache(maxsize=4)
 def _vocab(path: str):
     from llama_cpp import Llama
 
     with quiet_native_stderr():
-        return Llama(model_path=path, vocab_only=True, verbose=False)
+        llm = Llama(model_path=path, vocab_only=True, verbose=False)
+    _LIVE.add(llm)
+    return llm
 
 
 class Tokenizer:
@@ -169,6 +187,7 @@ class Engine:
                                  **self.plan.llama_kwargs(self.arch))
         except ValueError as e:  # llama.cpp could not allocate or load
             raise DoesNotFitError(f"{self.path}: llama.cpp could not create the context ({e})") from e
+        _LIVE.add(self.llm)
         st = self.path.stat()
         self.model_id = f"{self.path.resolve()}:{st.st_size}:{int(st.st_mtime)}"
         self.cache_settings = cache_settings(self.plan)
