@@ -168,3 +168,34 @@ def test_unchanged_files_are_not_read_again(corpus, tmp_path, monkeypatch):
     changed = update_index(idx, [folder])
     assert changed.indexed == 1
     idx.close()
+
+
+def test_a_few_named_files_are_embedded_without_starting_pytorch(tmp_path, monkeypatch):
+    """On a GPU host, fp32 indexing starts PyTorch on CUDA (~5 s); the text of a few named
+    files is embedded by the CPU export instead, and a large one still asks for the indexer."""
+    from lcdoc.index import build, embed, index_documents
+    from lcdoc.ingest import Document
+
+    monkeypatch.setattr(embed, "gpu_present", lambda: True)
+    asked = []
+    real = Index.embedder
+
+    class WouldStartPyTorch(Exception):
+        pass
+
+    def spy(self, for_indexing=False):
+        asked.append(for_indexing)
+        if for_indexing:  # this machine has no GPU to start PyTorch on: stop here
+            raise WouldStartPyTorch
+        return real(self, for_indexing=False)
+
+    monkeypatch.setattr(Index, "embedder", spy)
+    small = Document("note.txt", TEXTS[0], "text", "a" * 64)
+    idx = Index.open(str(tmp_path / "small"), create=True)
+    index_documents(idx, [small])
+    assert asked == [False] and idx.embed_precision() == "fp32"  # a GPU host's default
+    assert idx.search("When are the filters changed?", k=1)[0].path.endswith("note.txt")
+    big = Document("big.txt", "\n\n".join(TEXTS) * (build.SMALL_TEXT_CHARS // 2000), "text", "b" * 64)
+    with pytest.raises(WouldStartPyTorch):
+        index_documents(Index.open(str(tmp_path / "big"), create=True), [big])
+    assert asked[-1] is True

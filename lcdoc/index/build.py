@@ -194,6 +194,7 @@ class _Batches:
         self.identity: dict[str, str] = {}  # written with the first chunks, in their transaction
         self.embedded = 0
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="lcdoc-embed")
+        self.for_indexing = True  # False: a few chunks, where PyTorch's start would dominate
 
     def add(self, item: tuple[Document, float, int, list[Chunk]], batch_chunks: int) -> None:
         self.pending.append(item)
@@ -206,7 +207,7 @@ class _Batches:
     def _start_embedder(self) -> None:
         store = self.index.store
         self.embedder = emb = (self.embed_with(self.index) if self.embed_with
-                               else self.index.embedder(for_indexing=True))
+                               else self.index.embedder(for_indexing=self.for_indexing))
         dim = store.get_meta("embed_dim")
         if dim and int(dim) != emb.dim:
             raise UsageError(f"{self.index.folder}: built with {dim}-d embeddings, the model "
@@ -345,6 +346,9 @@ def update_index(
     return report
 
 
+SMALL_TEXT_CHARS = 500_000  # ~500 chunks of 256 word pieces
+
+
 def index_documents(index: Index, docs: list[Document], chunk_tokens: int = 256,
                     chunk_overlap: int = 32, lock_wait_s: float = 10.0) -> IndexReport:
     """Documents already read (files named on the command line, stdin) into an index, each
@@ -359,6 +363,10 @@ def index_documents(index: Index, docs: list[Document], chunk_tokens: int = 256,
         rechunk = store.get_meta("chunking") not in (None, chunking)
         index.check_embedding_model()
         batches = _Batches(index, report, chunking, None, [])
+        # On a GPU host, fp32 indexing would start PyTorch on CUDA: ~5 s before the first vector
+        # (`lcdoc ask --mode rag` over a 5-line file: retrieve 4.9 s on the H100). Text of fewer
+        # than ~500 chunks embeds sooner on the CPU export (the same vectors within float noise).
+        batches.for_indexing = sum(len(d.text) for d in docs) >= SMALL_TEXT_CHARS
         try:
             for doc in docs:
                 key = doc_key(doc.path) if os.path.isfile(doc.path) else doc.path
