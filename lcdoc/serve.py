@@ -57,10 +57,12 @@ class Server:
         from lcdoc.engine.llm import Engine
         from lcdoc.engine.system import ram_available
         from lcdoc.index.embed import get_embedder
+        from lcdoc.index.index import default_precision
 
         s = self.settings
-        try:
-            get_embedder(str(s.embed_model) if s.embed_model else None)
+        try:  # at the precision new indexes get here (each index's own is loaded when it differs)
+            get_embedder(str(s.embed_model) if s.embed_model else None,
+                         s.embed_precision or default_precision())
         except LcdocError as e:
             self.log(f"lcdoc serve: no embedder ({e}); retrieval will load it per request")
         n_seq = self.parallel or 1  # each sequence costs a context's cache: only when asked

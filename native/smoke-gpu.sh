@@ -4,6 +4,8 @@
 #   1. ask, stuffed:        numpy, then the model                     (crashed: exit 139)
 #   2. ask --mode rag:      the model, then torch for the embedder    (aborted: exit 134)
 #   3. serve + ask:         torch first (the server loads the embedder first), then the model
+# Steps 2 and 3 set LCDOC_EMBED_RUNTIME=torch: by default a small file is embedded by the ONNX
+# export and torch would not be loaded at all.
 # Each must exit 0, plan the GPU, and answer; with the packaged SmolLM2 (or SMOKE_EXPECT set) the
 # answer must contain the planted code.
 #
@@ -51,10 +53,10 @@ PY
 rc=0
 lcdoc ask "$question" "$work/gate.txt" --json --no-server > "$work/stuff.json" || { echo "smoke-gpu: FAIL stuff: exit $?" >&2; exit 1; }
 check stuff "$work/stuff.json" || rc=1
-lcdoc ask "$question" "$work/gate.txt" --mode rag --json --no-server > "$work/rag.json" || { echo "smoke-gpu: FAIL rag: exit $?" >&2; exit 1; }
+LCDOC_EMBED_RUNTIME=torch lcdoc ask "$question" "$work/gate.txt" --mode rag --json --no-server > "$work/rag.json" || { echo "smoke-gpu: FAIL rag: exit $?" >&2; exit 1; }
 check rag "$work/rag.json" || rc=1
 
-lcdoc serve 2> "$work/serve.log" &
+LCDOC_EMBED_RUNTIME=torch lcdoc serve 2> "$work/serve.log" &
 server=$!
 for _ in $(seq 300); do grep -q ready "$work/serve.log" 2>/dev/null && break; kill -0 $server 2>/dev/null || break; sleep 0.2; done
 grep -q ready "$work/serve.log" || { echo "smoke-gpu: FAIL serve did not start:" >&2; cat "$work/serve.log" >&2; exit 1; }
