@@ -4,7 +4,7 @@
 
 Each variant is quantised (dynamic int8, per channel) from the cached fp32 export, then all embed
 the same chunks of the document, alternating, twice; the table gives the better rate of each and
-its cosine to the fp32 vectors. `int8 (shipped)` is what `lcdoc index` uses.
+its cosine to the fp32 vectors. The row marked (shipped) is what `lcdoc index` uses.
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ def main() -> None:
     from lcdoc.ingest import chunk_document, load_path
 
     texts = [c.text for c in chunk_document(load_path(a.document))][: a.chunks]
-    emb = OnnxEmbedder(None, "fp32")
     export = ensure_export(resolve_embedding_model(None))
+    emb = OnnxEmbedder(None, "fp32")  # its tokenizer and pooling; each variant's session swapped in
     tmp = Path(tempfile.mkdtemp(prefix="lcdoc-quant-"))
     models = {"fp32": export / "fp32.onnx", **variants(export / "fp32.onnx", tmp)}
     opts = ort.SessionOptions()

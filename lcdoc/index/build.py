@@ -183,7 +183,8 @@ class _Batches:
     caller's thread (the SQLite connection's) — each batch one transaction."""
 
     def __init__(self, index: Index, report: IndexReport, chunking: str,
-                 on_progress: Progress | None, gone: list[str], embed_with=None) -> None:
+                 on_progress: Progress | None, gone: list[str], embed_with=None,
+                 for_indexing: bool = True) -> None:
         self.index, self.report, self.chunking, self.on_progress = index, report, chunking, on_progress
         self.embed_with = embed_with  # Index -> an embedder (a Ray pool); None: in this process
         self.gone = gone  # removed with the first commit
@@ -194,7 +195,7 @@ class _Batches:
         self.identity: dict[str, str] = {}  # written with the first chunks, in their transaction
         self.embedded = 0
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="lcdoc-embed")
-        self.for_indexing = True  # False: a few chunks, where PyTorch's start would dominate
+        self.for_indexing = for_indexing  # False: a few chunks, where PyTorch's start would dominate
 
     def add(self, item: tuple[Document, float, int, list[Chunk]], batch_chunks: int) -> None:
         self.pending.append(item)
@@ -362,11 +363,11 @@ def index_documents(index: Index, docs: list[Document], chunk_tokens: int = 256,
         chunking = f"v{CHUNKER_VERSION}:{chunk_tokens}/{chunk_overlap}"
         rechunk = store.get_meta("chunking") not in (None, chunking)
         index.check_embedding_model()
-        batches = _Batches(index, report, chunking, None, [])
         # On a GPU host, fp32 indexing would start PyTorch on CUDA: ~5 s before the first vector
         # (`lcdoc ask --mode rag` over a 5-line file: retrieve 4.9 s on the H100). Text of fewer
         # than ~500 chunks embeds sooner on the CPU export (the same vectors within float noise).
-        batches.for_indexing = sum(len(d.text) for d in docs) >= SMALL_TEXT_CHARS
+        batches = _Batches(index, report, chunking, None, [],
+                           for_indexing=sum(len(d.text) for d in docs) >= SMALL_TEXT_CHARS)
         try:
             for doc in docs:
                 key = doc_key(doc.path) if os.path.isfile(doc.path) else doc.path

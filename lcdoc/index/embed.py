@@ -151,8 +151,9 @@ class TorchEmbedder:
 Embedder = OnnxEmbedder | TorchEmbedder
 
 
+@lru_cache(maxsize=1)
 def gpu_present() -> bool:
-    """A CUDA GPU, asked of nvidia-smi (importing torch to ask costs seconds)."""
+    """A CUDA GPU, asked of nvidia-smi once per process (importing torch to ask costs seconds)."""
     from lcdoc.engine.system import nvidia_gpus
 
     return bool(nvidia_gpus())

@@ -3,8 +3,8 @@
 The export is made where torch is loaded anyway (the first `lcdoc index`, or the first query when
 it is missing) and cached per model under the user's cache folder, keyed by the model folder and
 its weights file's size and mtime. A folder holds `fp32.onnx` (the PyTorch model's numbers, within
-float noise), `int8.onnx` (per-channel int8 weights, the down projections kept at fp32: 1.7x the
-fp32 export's speed on a CPU, and the default there, docs/benchmarks.md), the model's
+float noise), `int8.onnx` (per-channel int8 weights, the down projections kept at fp32: 1.5-1.7x
+the fp32 export's speed on a CPU, and the default there, docs/benchmarks.md), the model's
 `tokenizer.json` and `export.json` (pooling, length, dimension).
 """
 
@@ -182,8 +182,8 @@ def _quantise(src: Path, dst: Path) -> None:
     logging.getLogger().setLevel(logging.ERROR)  # its "consider pre-processing" advice
     # Per channel (per tensor: MiniLM's cosine to fp32 0.937). The down projections stay fp32:
     # with them, cosine 0.997 (min 0.994) instead of 0.993 (min 0.984) over R-intro's chunks, at
-    # 1.7x fp32's speed instead of 2.1x (docs/benchmarks.md). The embedding table (Gather) too:
-    # a smaller file, which ONNX Runtime opens in half the time.
+    # 1.5x fp32's speed instead of 1.8x (python -m lcdoc.eval.quantbench, docs/benchmarks.md).
+    # The embedding table (Gather) too: a smaller file, which ONNX Runtime opens in half the time.
     keep = down_projections(onnx.load(str(src), load_external_data=False))
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
                      op_types_to_quantize=["MatMul", "Gather"], nodes_to_exclude=keep)
