@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What is run on the lent GPU host, in stages, each a separate device call, back to back so that
-# the build under /root/work survives: build | models | bench-serve | bench-sum | smoke, and on a
+# the build under /root/work survives: build | models | step-cost | bench-serve | bench-sum | smoke, and on a
 # 2-GPU host: synth70 | multi-cli | multi-bench (CAP: the gpu_memory_gb limit that forces a split).
 # Carried: .carry/ (trimmed sdist, synth_gguf.py), .whl/ (wheels the host lacks), and the packaged
 # models' wheels (SmolLM2, MiniLM) in parts .gg-a ... .gg-d, each too large for one call.
@@ -37,6 +37,8 @@ for stage in "$@"; do
   bench-serve)
     python3 -m lcdoc.eval.clibench serve --model $B8 --ctx 131072 --doc-tokens 100000 --followups 3 \
       --json $OUT/serve.json 2>&1 | tee $OUT/serve.txt ;;
+  step-cost)
+    python3 native/step-cost.py $B8 2>&1 | grep -v -E "^(llama|load|print_info|graph|\.)" | tee $OUT/step-cost.txt ;;
   bench-sum)
     python3 -m lcdoc.eval.clibench summarize --model $B8 --docs ${SUM_DOCS:-48} --parallel ${SUM_PARALLEL:-1,8,16} --ctx 4096 \
       --json $OUT/sum.json 2>&1 | tee $OUT/sum.txt ;;

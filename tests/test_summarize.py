@@ -83,7 +83,10 @@ def test_killed_run_resumes_without_redoing_finished_documents(tmp_path):
     assert not list(out.glob(".*.tmp"))  # no torn writes left behind
 
 
-def test_parallel_decoding_summarises_each_document_from_its_own_text(tmp_path):
+@pytest.mark.parametrize("chunk", ["", "5"], ids=["balanced", "prompts-in-5-token-chunks"])
+def test_parallel_decoding_summarises_each_document_from_its_own_text(tmp_path, chunk):
+    # With 5-token chunks every prompt is fed across dozens of the others' decode steps: a
+    # misplaced position or output row would give a document another's summary.
     src = tmp_path / "notes"
     src.mkdir()
     topics = {"bakery": "The bakery on Quay Street bakes rye bread and opens at six every morning.",
@@ -92,7 +95,7 @@ def test_parallel_decoding_summarises_each_document_from_its_own_text(tmp_path):
     for name, text in topics.items():
         (src / f"{name}.txt").write_text(text + " " + FILLER[len(name) % 5])
     r = run([str(src), "--parallel", "3", "--max-words", "30", "--json",
-             "--index-dir", str(tmp_path / "idx")])
+             "--index-dir", str(tmp_path / "idx")], env={**os.environ, "LCDOC_PREFILL_CHUNK": chunk})
     assert r.returncode == 0, r.stderr
     rows = {os.path.basename(d["path"]): d for d in map(json.loads, r.stdout.splitlines())}
     assert set(rows) == {f"{n}.txt" for n in topics}

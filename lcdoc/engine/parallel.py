@@ -3,11 +3,14 @@
 Decoding is memory-bound: a step that advances four sequences reads the weights once, as a step
 that advances one does. Summarising a folder therefore runs documents side by side rather than
 one at a time. The sequences share the Engine's unified cache, up to n_ctx tokens each; a
-finished sequence's cells go to the next document at once (continuous refill).
+finished sequence's cells go to the next document at once (continuous refill), and its prompt is
+fed in chunks that ride along the other sequences' decode steps (chunked prefill).
 """
 
 from __future__ import annotations
 
+import itertools
+import os
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable
@@ -20,6 +23,9 @@ from lcdoc.engine.llm import repeat_start
 # multiply negative ones), over the same window, so batched and single answers agree in kind.
 REPEAT_PENALTY = 1.1
 REPEAT_LAST_N = 64
+# Prompt tokens per side-by-side step, fixed, instead of the balance _chunk computes (for tuning
+# and benchmarks: `LCDOC_PREFILL_CHUNK=64 lcdoc summarize ... --parallel 8`).
+PREFILL_CHUNK_ENV = "LCDOC_PREFILL_CHUNK"
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,7 @@ class ParallelDecoder:
         self.vocab = engine.llm._model.vocab
         self.n_vocab = engine.llm.n_vocab()
         self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        self.fixed_chunk = int(os.environ.get(PREFILL_CHUNK_ENV) or 0)
 
     def close(self) -> None:
         import llama_cpp
@@ -116,7 +123,12 @@ class ParallelDecoder:
             on_done: Callable[[int, str], None] | None = None) -> list[str]:
         """Greedy answers to every request, n_seq at a time with continuous refill: when one
         sequence finishes, the next request takes its stream at once, so no step waits for the
-        longest answer of a group. on_done(index, text) is called as each one finishes."""
+        longest answer of a group. on_done(index, text) is called as each one finishes.
+
+        Prompts are fed in chunks inside the decode steps of the other sequences (chunked
+        prefill): a step that decodes a few tokens is bound by reading the weights, so the
+        prompt tokens that ride along cost little more than their own compute, and the decoding
+        sequences never stop for a whole prompt."""
         import llama_cpp
 
         if any(not self.fits([r]) for r in requests):
@@ -128,49 +140,77 @@ class ParallelDecoder:
         pending = deque(range(len(requests)))
         free = list(range(self.n_seq - 1, -1, -1))
         live: dict[int, _Stream] = {}
-        fresh: dict[int, np.ndarray] = {}  # seq -> logits copied after its prompt
-        decoded: list[int] = []  # seqs whose logits are the rows of the last decode, in order
+        answered: list[int] = []  # lengths of finished answers, for the chunk size
+        rows_of: list[int] = []  # the sequence of each output row of the last decode, in order
         while pending or live:
-            # 1. Sample every live sequence: rows of the last step, then newly prompted ones.
-            picks = []
-            if decoded:
-                rows = self._output_logits(len(decoded))
-                picks += zip(decoded, self._greedy(rows, [live[q].history for q in decoded]))
-            if fresh:
-                seqs = list(fresh)
-                picks += zip(seqs, self._greedy(np.stack([fresh[q] for q in seqs]),
-                                                [live[q].history for q in seqs]))
-            fresh.clear()
-            step = []
-            for q, tok in picks:
-                st = live[q]
-                if st.add(tok, self) or st.n_out >= requests[st.index].max_tokens:
-                    results[st.index] = st.text.strip()
-                    if on_done:
-                        on_done(st.index, results[st.index])
-                    del live[q]
-                    free.append(q)
-                else:
-                    step.append((q, tok))
-            # 2. Free streams take the next requests: cleared, then their prompts prefilled.
-            starting: dict[int, list[int]] = {}
+            # 1. Sample every sequence that has logits: its next token, or its end.
+            if rows_of:
+                rows = self._output_logits(len(rows_of))
+                toks = self._greedy(rows, [live[q].history for q in rows_of])
+                for q, tok in zip(rows_of, toks):
+                    st = live[q]
+                    if st.add(tok, self) or st.n_out >= requests[st.index].max_tokens:
+                        results[st.index] = st.text.strip()
+                        answered.append(st.n_out)
+                        if on_done:
+                            on_done(st.index, results[st.index])
+                        del live[q]
+                        free.append(q)
+                    else:
+                        st.next = tok
+            # 2. Free streams take the next requests; their prompts are fed from the next step.
             while free and pending:
                 q, i = free.pop(), pending.popleft()
                 llama_cpp.llama_memory_seq_rm(mem, q, -1, -1)
                 live[q] = _Stream(i, requests[i])
-                starting[q] = requests[i].prompt
-            if starting:
-                fresh.update(self._prefill(starting))
-            # 3. One decode step for every sequence that has a new token.
-            decoded = [q for q, _ in step]
-            if step:
-                self.batch.n_tokens = 0
-                for q, tok in step:
-                    st = live[q]
-                    self._add(tok, st.pos, q, True)
-                    st.pos += 1
-                self._decode()
+            if not live:
+                break
+            # 3. One llama_decode: a token for every decoding sequence, then prompt chunks.
+            rows_of = self._fill_batch(live, self._chunk(live, requests, pending, answered))
+            self._decode()
         return results
+
+    def _chunk(self, live: dict[int, _Stream], requests: list[Request], pending: deque,
+               answered: list[int]) -> int:
+        """Prompt tokens this step may carry: all the batch has room for while fewer than half the
+        sequences decode (nothing to keep moving), else about one sequence's prompt spread over
+        the steps the others take to finish, so every step carries some prompt and none a lot."""
+        decoding = sum(1 for st in live.values() if st.next is not None)
+        room = self.n_batch - decoding
+        if self.fixed_chunk:
+            return min(room, self.fixed_chunk)
+        if decoding < max(1, self.n_seq // 2):
+            return room
+        feeding = [st.prompt for st in live.values() if st.next is None]
+        prompts = [len(p) for p in feeding] + [len(requests[i].prompt) for i in list(pending)[:8]]
+        prompt = sum(prompts) / max(1, len(prompts))
+        answer = (sum(answered[-16:]) / len(answered[-16:]) if answered
+                  else max(requests[i].max_tokens for i in range(len(requests))))
+        return max(16, min(room, int(prompt * (self.n_seq - 1) / max(1.0, answer))))
+
+    def _fill_batch(self, live: dict[int, _Stream], chunk: int) -> list[int]:
+        """Batch this step's tokens; the sequences of the output rows, in batch order."""
+        self.batch.n_tokens = 0
+        rows_of = []
+        for q, st in live.items():
+            if st.next is not None:
+                self._add(st.next, st.pos, q, True)
+                st.pos += 1
+                st.next = None
+                rows_of.append(q)
+        for q, st in sorted(live.items(), key=lambda kv: kv[1].started):
+            if chunk <= 0:
+                break
+            if st.fed >= len(st.prompt):
+                continue
+            end = min(len(st.prompt), st.fed + chunk)
+            for j in range(st.fed, end):
+                self._add(st.prompt[j], j, q, j == len(st.prompt) - 1)
+            chunk -= end - st.fed
+            st.fed = end
+            if end == len(st.prompt):
+                rows_of.append(q)
+        return rows_of
 
     @staticmethod
     def _greedy(logits: np.ndarray, recent: list[list[int]]) -> list[int]:
@@ -187,9 +227,15 @@ class ParallelDecoder:
 class _Stream:
     """One request in flight: its position, its answer so far, and what stops it."""
 
+    _order = itertools.count()
+
     def __init__(self, index: int, req: Request) -> None:
         self.index = index
         self.stops = req.stops
+        self.prompt = req.prompt
+        self.fed = 0  # prompt tokens already in the cache
+        self.next: int | None = None  # the sampled token the next step feeds
+        self.started = next(_Stream._order)  # prompts are fed in the order their streams started
         self.pos = len(req.prompt)
         self.history = list(req.prompt[-REPEAT_LAST_N:])
         self.n_out = 0
