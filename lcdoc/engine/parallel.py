@@ -3,8 +3,8 @@
 Decoding is memory-bound: a step that advances four sequences reads the weights once, as a step
 that advances one does. Summarising a folder therefore runs documents side by side rather than
 one at a time. The sequences share the Engine's unified cache, up to n_ctx tokens each; a
-finished sequence's cells go to the next document at once (continuous refill), and its prompt is
-fed in chunks that ride along the other sequences' decode steps (chunked prefill).
+finished sequence's cells go to the next document at once (continuous refill), and its prompt
+rides in the same decode calls as the other sequences' tokens.
 """
 
 from __future__ import annotations
@@ -125,10 +125,8 @@ class ParallelDecoder:
         sequence finishes, the next request takes its stream at once, so no step waits for the
         longest answer of a group. on_done(index, text) is called as each one finishes.
 
-        Prompts are fed in chunks inside the decode steps of the other sequences (chunked
-        prefill): a step that decodes a few tokens is bound by reading the weights, so the
-        prompt tokens that ride along cost little more than their own compute, and the decoding
-        sequences never stop for a whole prompt."""
+        A new prompt is fed in the same llama_decode calls as the other sequences' next tokens
+        (up to n_batch tokens a call), so they never wait a separate step for it."""
         import llama_cpp
 
         if any(not self.fits([r]) for r in requests):
@@ -140,7 +138,6 @@ class ParallelDecoder:
         pending = deque(range(len(requests)))
         free = list(range(self.n_seq - 1, -1, -1))
         live: dict[int, _Stream] = {}
-        answered: list[int] = []  # lengths of finished answers, for the chunk size
         rows_of: list[int] = []  # the sequence of each output row of the last decode, in order
         while pending or live:
             # 1. Sample every sequence that has logits: its next token, or its end.
@@ -151,7 +148,6 @@ class ParallelDecoder:
                     st = live[q]
                     if st.add(tok, self) or st.n_out >= requests[st.index].max_tokens:
                         results[st.index] = st.text.strip()
-                        answered.append(st.n_out)
                         if on_done:
                             on_done(st.index, results[st.index])
                         del live[q]
@@ -166,27 +162,17 @@ class ParallelDecoder:
             if not live:
                 break
             # 3. One llama_decode: a token for every decoding sequence, then prompt chunks.
-            rows_of = self._fill_batch(live, self._chunk(live, requests, pending, answered))
+            rows_of = self._fill_batch(live, self._chunk(live))
             self._decode()
         return results
 
-    def _chunk(self, live: dict[int, _Stream], requests: list[Request], pending: deque,
-               answered: list[int]) -> int:
-        """Prompt tokens this step may carry: all the batch has room for while fewer than half the
-        sequences decode (nothing to keep moving), else about one sequence's prompt spread over
-        the steps the others take to finish, so every step carries some prompt and none a lot."""
-        decoding = sum(1 for st in live.values() if st.next is not None)
-        room = self.n_batch - decoding
-        if self.fixed_chunk:
-            return min(room, self.fixed_chunk)
-        if decoding < max(1, self.n_seq // 2):
-            return room
-        feeding = [st.prompt for st in live.values() if st.next is None]
-        prompts = [len(p) for p in feeding] + [len(requests[i].prompt) for i in list(pending)[:8]]
-        prompt = sum(prompts) / max(1, len(prompts))
-        answer = (sum(answered[-16:]) / len(answered[-16:]) if answered
-                  else max(requests[i].max_tokens for i in range(len(requests))))
-        return max(16, min(room, int(prompt * (self.n_seq - 1) / max(1.0, answer))))
+    def _chunk(self, live: dict[int, _Stream]) -> int:
+        """Prompt tokens this step may carry: all the batch has room for. Thin chunks spread over
+        many steps were measured slower on an H100 (docs/benchmarks.md): a prompt chunk attends
+        over every cell of the unified cache, and a small one runs the matrix kernels at a
+        fraction of their speed. LCDOC_PREFILL_CHUNK fixes the size, for measuring."""
+        room = self.n_batch - sum(1 for st in live.values() if st.next is not None)
+        return min(room, self.fixed_chunk) if self.fixed_chunk else room
 
     def _fill_batch(self, live: dict[int, _Stream], chunk: int) -> list[int]:
         """Batch this step's tokens; the sequences of the output rows, in batch order."""
