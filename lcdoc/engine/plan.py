@@ -9,6 +9,7 @@ numbers before anything is loaded.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -79,6 +80,9 @@ class Plan:
                       rope_freq_scale=1.0 / self.rope_factor, yarn_orig_ctx=arch.n_ctx_train)
         return kw
 
+# llama.cpp's n_ubatch, for measuring (docs/benchmarks.md): LCDOC_UBATCH=2048.
+UBATCH_ENV = "LCDOC_UBATCH"
+
 
 def compute_estimate(arch: Arch, n_ubatch: int, n_batch: int) -> int:
     """Working memory besides weights and cache: llama.cpp's compute graph and logits buffers.
@@ -140,6 +144,9 @@ def make_plan(
 
     on_gpu = memory.on_gpu and gpu_layers != 0
     n_batch, n_ubatch = (2048, 512) if on_gpu else (512, 512)
+    if os.environ.get(UBATCH_ENV):  # prompt tokens per kernel launch: larger feeds cuBLAS better
+        n_ubatch = max(32, int(os.environ[UBATCH_ENV]))
+        n_batch = max(n_batch, n_ubatch)
     compute = compute_estimate(arch, n_ubatch, n_batch)
     weights = arch.file_bytes
     if on_gpu:
