@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What is run on the lent GPU host, in stages, each a separate device call, back to back so that
-# the build under /root/work survives: build | build-cublas | models | lb-cmp | swap-cublas | step-cost | bench-serve | bench-sum | smoke, and on a
+# the build under /root/work survives: build | build-cublas | models | lb-cmp | step-cost | bench-serve | bench-sum | smoke, and on a
 # 2-GPU host: synth70 | multi-cli | multi-bench (CAP: the gpu_memory_gb limit that forces a split).
 # Carried: .carry/ (trimmed sdist, synth_gguf.py), .whl/ (wheels the host lacks), and the packaged
 # models' wheels (SmolLM2, MiniLM) in parts .gg-a ... .gg-d, each too large for one call.
@@ -37,7 +37,9 @@ for stage in "$@"; do
   bench-serve)
     python3 -m lcdoc.eval.clibench serve --model $B8 --ctx 131072 --doc-tokens 100000 --followups 3 \
       --json $OUT/serve.json 2>&1 | tee $OUT/serve.txt ;;
-  build-cublas)  # the same llama.cpp with GGML_CUDA_FORCE_CUBLAS (dequantise + cuBLAS for batches > 8)
+  build-cublas)  # llama-bench only, with GGML_CUDA_FORCE_CUBLAS, for lb-cmp. Its libraries link
+    # libstdc++ statically (check-libs failed on them; cause not traced): for lcdoc, build with
+    # EXTRA_CMAKE_ARGS=-DGGML_CUDA_FORCE_CUBLAS=ON native/gpu-run.sh build instead.
     t0=$(date +%s); src=$W/build/llama_cpp_python-0.3.36/vendor/llama.cpp
     cmake -S $src -B $W/build/cmake-cublas -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
       -DCMAKE_C_COMPILER=/usr/bin/gcc -DCMAKE_CXX_COMPILER=/usr/bin/g++ -DCMAKE_CUDA_HOST_COMPILER=/usr/bin/g++ \
@@ -50,10 +52,6 @@ for stage in "$@"; do
       echo "-- $b"; $W/build/$b/bin/llama-bench -m $B8 -ngl 99 -fa 1 -p 2500 -n 0 -b 2048 -ub 512,2048 -r 2 2>&1 | grep -E "^\|"
       $W/build/$b/bin/llama-bench -m $B8 -ngl 99 -fa 1 -p 0 -n 64 -d 2500 -r 1 2>&1 | grep -E "^\| llama"
     done 2>&1 | tee $OUT/lb-cmp.txt ;;
-  swap-cublas)  # lcdoc's llama_cpp loads the cuBLAS build's libraries from now on
-    lib=$(python3 -c 'import llama_cpp, os; print(os.path.dirname(llama_cpp.__file__))')/lib
-    find $W/build/cmake-cublas -name 'lib*.so*' \( -path '*/bin/*' -o -path '*/src/*' -o -path '*/ggml/src/*' \) -exec cp -P {} $lib/ \;
-    native/check-libs.sh $lib ;;
   step-cost)
     python3 native/step-cost.py $B8 2>&1 | grep -v -E "^(llama|load|print_info|graph|\.)" | tee $OUT/step-cost.txt ;;
   bench-sum)

@@ -10,7 +10,7 @@ import llama_cpp
 import numpy as np
 
 from lcdoc.engine.llm import Engine
-from lcdoc.engine.parallel import ParallelDecoder
+from lcdoc.engine.parallel import ParallelDecoder, Request, _Stream
 
 N_SEQ = 17  # 16 decoding sequences and one whose prompt is fed in chunks
 PROMPT = int(sys.argv[2]) if len(sys.argv) > 2 else 2500  # tokens per resident sequence
@@ -20,8 +20,11 @@ rng = np.random.default_rng(0)
 prompts = {q: [int(x) for x in rng.integers(100, 30000, PROMPT)] for q in range(N_SEQ - 1)}
 mem = llama_cpp.llama_get_memory(d.ctx.ctx)
 llama_cpp.llama_memory_clear(mem, True)
+live = {q: _Stream(q, Request(p, 1)) for q, p in prompts.items()}
 t = time.perf_counter()
-d._prefill(prompts)
+while any(st.fed < len(st.prompt) for st in live.values()):  # as summarize feeds them
+    d._fill_batch(live, d.n_batch)
+    d._decode()
 dt = time.perf_counter() - t
 print(f"prefill {N_SEQ - 1} x {PROMPT} tokens: {dt:.2f} s ({(N_SEQ - 1) * PROMPT / dt:,.0f} tok/s)")
 pos = {q: PROMPT for q in range(N_SEQ)}

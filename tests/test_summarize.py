@@ -83,7 +83,7 @@ def test_killed_run_resumes_without_redoing_finished_documents(tmp_path):
     assert not list(out.glob(".*.tmp"))  # no torn writes left behind
 
 
-@pytest.mark.parametrize("chunk", ["", "5"], ids=["balanced", "prompts-in-5-token-chunks"])
+@pytest.mark.parametrize("chunk", ["", "5"], ids=["whole-prompts", "prompts-in-5-token-chunks"])
 def test_parallel_decoding_summarises_each_document_from_its_own_text(tmp_path, chunk):
     # With 5-token chunks every prompt is fed across dozens of the others' decode steps: a
     # misplaced position or output row would give a document another's summary.

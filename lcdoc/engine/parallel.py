@@ -9,7 +9,6 @@ rides in the same decode calls as the other sequences' tokens.
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections import deque
 from dataclasses import dataclass
@@ -23,8 +22,8 @@ from lcdoc.engine.llm import repeat_start
 # multiply negative ones), over the same window, so batched and single answers agree in kind.
 REPEAT_PENALTY = 1.1
 REPEAT_LAST_N = 64
-# Prompt tokens per side-by-side step, fixed, instead of the balance _chunk computes (for tuning
-# and benchmarks: `LCDOC_PREFILL_CHUNK=64 lcdoc summarize ... --parallel 8`).
+# Prompt tokens per side-by-side step, fixed, instead of all the batch has room for (for
+# measuring: `LCDOC_PREFILL_CHUNK=64 lcdoc summarize ... --parallel 8`).
 PREFILL_CHUNK_ENV = "LCDOC_PREFILL_CHUNK"
 
 
@@ -93,25 +92,6 @@ class ParallelDecoder:
 
         ptr = llama_cpp.llama_get_logits(self.ctx.ctx)
         return np.ctypeslib.as_array(ptr, shape=(n_rows, self.n_vocab))
-
-    def _prefill(self, prompts: dict[int, list[int]]) -> dict[int, np.ndarray]:
-        """Prompts of the given sequences, packed into n_batch-token batches; a copy of each
-        one's last-token logits."""
-        last: dict[int, np.ndarray] = {}
-        queue = [(s, j, t) for s, prompt in prompts.items() for j, t in enumerate(prompt)]
-        for start in range(0, len(queue), self.n_batch):
-            self.batch.n_tokens = 0
-            ends = []
-            for s, j, t in queue[start : start + self.n_batch]:
-                is_end = j == len(prompts[s]) - 1
-                self._add(t, j, s, is_end)
-                if is_end:
-                    ends.append(s)
-            self._decode()
-            if ends:
-                rows = self._output_logits(len(ends))
-                last.update({s: rows[k].copy() for k, s in enumerate(ends)})
-        return last
 
     def generate(self, group: list[Request]) -> list[str]:
         """Greedy answers to each request, decoded side by side."""
@@ -184,7 +164,7 @@ class ParallelDecoder:
                 st.pos += 1
                 st.next = None
                 rows_of.append(q)
-        for q, st in sorted(live.items(), key=lambda kv: kv[1].started):
+        for q, st in live.items():  # insertion order: prompts are fed in the order they started
             if chunk <= 0:
                 break
             if st.fed >= len(st.prompt):
@@ -213,15 +193,12 @@ class ParallelDecoder:
 class _Stream:
     """One request in flight: its position, its answer so far, and what stops it."""
 
-    _order = itertools.count()
-
     def __init__(self, index: int, req: Request) -> None:
         self.index = index
         self.stops = req.stops
         self.prompt = req.prompt
         self.fed = 0  # prompt tokens already in the cache
         self.next: int | None = None  # the sampled token the next step feeds
-        self.started = next(_Stream._order)  # prompts are fed in the order their streams started
         self.pos = len(req.prompt)
         self.history = list(req.prompt[-REPEAT_LAST_N:])
         self.n_out = 0

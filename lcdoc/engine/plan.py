@@ -80,6 +80,7 @@ class Plan:
                       rope_freq_scale=1.0 / self.rope_factor, yarn_orig_ctx=arch.n_ctx_train)
         return kw
 
+
 # llama.cpp's n_ubatch, for measuring (docs/benchmarks.md): LCDOC_UBATCH=2048.
 UBATCH_ENV = "LCDOC_UBATCH"
 
