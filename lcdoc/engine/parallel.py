@@ -2,8 +2,8 @@
 
 Decoding is memory-bound: a step that advances four sequences reads the weights once, as a step
 that advances one does. Summarising a folder therefore runs documents side by side rather than
-one at a time. The sequences share the Engine's unified cache, up to n_ctx tokens each; a
-finished sequence's cells go to the next document at once (continuous refill), and its prompt
+one at a time. Each sequence has a cache stream of n_ctx cells in the Engine's context; a
+finished sequence's stream goes to the next document at once (continuous refill), and its prompt
 rides in the same decode calls as the other sequences' tokens.
 """
 
@@ -37,8 +37,9 @@ class Request:
 class ParallelDecoder:
     """Side-by-side decoding in the Engine's own context, planned for n_seq sequences.
 
-    The sequences share that context's unified cache (the planner counted n_seq x n_ctx cells),
-    so no second context is ever created; llama.cpp masks each one's attention to its own cells. Each step is one llama_decode for every active sequence; the
+    The sequences live in that context's cache (the planner counted n_seq x n_ctx cells), so no
+    second context is ever created; each attends to its own cells only. Each step is one
+    llama_decode for every active sequence; the
     repetition penalty and the greedy choice run on all their logits at once.
     """
 
@@ -148,34 +149,39 @@ class ParallelDecoder:
 
     def _chunk(self, live: dict[int, _Stream]) -> int:
         """Prompt tokens this step may carry: all the batch has room for. Thin chunks spread over
-        many steps were measured slower on an H100 (docs/benchmarks.md): a prompt chunk attends
-        over every cell of the unified cache, and a small one runs the matrix kernels at a
-        fraction of their speed. LCDOC_PREFILL_CHUNK fixes the size, for measuring."""
+        many steps were measured slower on an H100 (docs/benchmarks.md): a small chunk runs the
+        matrix kernels at a fraction of their speed. LCDOC_PREFILL_CHUNK fixes the size, for measuring."""
         room = self.n_batch - sum(1 for st in live.values() if st.next is not None)
         return min(room, self.fixed_chunk) if self.fixed_chunk else room
 
     def _fill_batch(self, live: dict[int, _Stream], chunk: int) -> list[int]:
-        """Batch this step's tokens; the sequences of the output rows, in batch order."""
+        """Batch this step's tokens; the sequences of the output rows, in batch order.
+
+        Tokens go in sequence-id order: llama.cpp splits a batch over per-sequence cache streams
+        only along increasing ids, so any other order costs extra passes over the weights."""
+        take: dict[int, int] = {}
+        for q, st in live.items():  # the room goes to prompts in the order they started
+            if chunk <= 0:
+                break
+            if st.next is None and st.fed < len(st.prompt):
+                take[q] = min(len(st.prompt) - st.fed, chunk)
+                chunk -= take[q]
         self.batch.n_tokens = 0
         rows_of = []
-        for q, st in live.items():
+        for q in sorted(live):
+            st = live[q]
             if st.next is not None:
                 self._add(st.next, st.pos, q, True)
                 st.pos += 1
                 st.next = None
                 rows_of.append(q)
-        for q, st in live.items():  # insertion order: prompts are fed in the order they started
-            if chunk <= 0:
-                break
-            if st.fed >= len(st.prompt):
-                continue
-            end = min(len(st.prompt), st.fed + chunk)
-            for j in range(st.fed, end):
-                self._add(st.prompt[j], j, q, j == len(st.prompt) - 1)
-            chunk -= end - st.fed
-            st.fed = end
-            if end == len(st.prompt):
-                rows_of.append(q)
+            elif q in take:
+                end = st.fed + take[q]
+                for j in range(st.fed, end):
+                    self._add(st.prompt[j], j, q, j == len(st.prompt) - 1)
+                st.fed = end
+                if end == len(st.prompt):
+                    rows_of.append(q)
         return rows_of
 
     @staticmethod
