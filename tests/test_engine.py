@@ -62,3 +62,32 @@ def test_a_looping_answer_is_cut_where_the_repeat_begins():
     assert repeat_start(once) == -1
     assert repeat_start(once + "Then it stops.") == -1
     assert repeat_start("Intro:\n" + once + once[:70]) == len("Intro:\n" + once)
+
+
+def test_side_by_side_batches_go_in_sequence_id_order_after_refills(tmp_path):
+    # llama.cpp splits a batch over per-sequence cache streams only along increasing ids: a batch
+    # out of order would run as several passes. Uneven answer lengths make refills reorder the
+    # streams (a later document takes a lower stream), which is the case that broke before.
+    from lcdoc.engine.parallel import ParallelDecoder, Request
+
+    eng = Engine(n_ctx=1024, cache_dir=tmp_path, n_seq=3)
+    dec = ParallelDecoder(eng)
+    tok = eng.tokenizer
+    prompts = [tok.encode(f"Count the apples: {'apple ' * (5 + 7 * i)}") for i in range(6)]
+    reqs = [Request(p, max_tokens=n) for p, n in zip(prompts, (3, 12, 6, 9, 2, 10))]
+    batches, out_of_start_order = [], []
+    fill = dec._fill_batch
+
+    def recording(live, chunk):
+        out_of_start_order.append(list(live) != sorted(live))
+        rows = fill(live, chunk)
+        b = dec.batch
+        batches.append([b.seq_id[i][0] for i in range(b.n_tokens)])
+        return rows
+
+    dec._fill_batch = recording
+    answers = dec.run(reqs)
+    dec.close()
+    assert len(answers) == 6 and all(isinstance(a, str) for a in answers)
+    assert any(out_of_start_order), "the refills never reordered the streams"
+    assert all(ids == sorted(ids) for ids in batches), [b for b in batches if b != sorted(b)][:3]
