@@ -127,7 +127,7 @@ def search(
     quiet: QuietOpt = False,
     no_server: NoServerOpt = False,
 ) -> None:
-    """Hybrid search (BM25 + dense, fused by reciprocal rank) over an index."""
+    """Hybrid search (BM25 + dense, scores fused) over an index."""
     from lcdoc.errors import UsageError
     from lcdoc.index import Index
 

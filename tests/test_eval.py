@@ -65,6 +65,20 @@ def test_hybrid_recall_is_measured_for_each_retriever(tmp_path):
     assert rows["hybrid"].recall_at_10 >= 0.75  # planted facts are findable
 
 
+
+@pytest.mark.slow
+def test_fusions_are_compared_on_the_same_rankings(tmp_path):
+    from lcdoc.eval.fusion import collect, fusions, rrf, score
+
+    fused = dict(rrf([(1, 9.0), (2, 8.0), (3, 1.0)], [(3, 0.9), (2, 0.8), (9, 0.1)]))
+    assert fused[2] > fused[1] and fused[3] > fused[1] and fused[3] > fused[9]  # agreement counts
+    qs = collect([], tmp_path, [0], n_facts=8)  # the default haystack, 8 planted facts
+    assert len(qs) == 8 and all(good for *_, good in qs)  # each fact is in a chunk one list found
+    table = {name: score(f, qs) for name, f in fusions().items()}
+    for r1, r5, r10, mrr in table.values():
+        assert 0 <= r1 <= r5 <= r10 <= 1 and r1 <= mrr <= r10
+    assert table["bm25 alone"][2] >= 0.75  # the planted facts are findable at all
+
 @pytest.mark.slow
 def test_bench_indexing_reports_pages_chunks_and_both_extraction_times(tmp_path, corpus):
     from lcdoc.eval.bench import bench_indexing

@@ -12,14 +12,19 @@ import time
 import pytest
 
 from lcdoc.errors import IndexLockedError, IndexMissingError
-from lcdoc.index import Index, rrf_fuse, update_index
+from lcdoc.index import Index, fuse, update_index
 from lcdoc.index.lock import WriteLock
 from tests.conftest import FILLER
 
 
-def test_rrf_rewards_agreement_between_lists():
-    fused = dict(rrf_fuse([[1, 2, 3], [3, 2, 9]]))
-    assert fused[2] > fused[1] and fused[3] > fused[1] and fused[3] > fused[9]
+def test_fusion_rewards_agreement_and_leans_to_bm25():
+    bm25 = [(1, 12.0), (2, 11.0), (3, 4.0)]
+    dense = [(3, 0.80), (2, 0.75), (9, 0.30)]
+    fused = dict(fuse(bm25, dense))
+    assert fused[2] > fused[1] > fused[3] > fused[9]  # 2 is near the top of both lists
+    assert [i for i, _ in fuse(bm25, [])] == [1, 2, 3]  # one list alone keeps its order
+    assert [i for i, _ in fuse([], dense)] == [3, 2, 9]
+    assert fuse([(5, 3.0)], [(5, 0.5)])[0][1] == pytest.approx(1.0)  # a lone hit keeps its weight
 
 
 @pytest.fixture()

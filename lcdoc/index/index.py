@@ -11,7 +11,7 @@ import numpy as np
 
 from lcdoc.errors import IndexMissingError, UsageError
 from lcdoc.index import vectors
-from lcdoc.index.hybrid import Hit, rrf_fuse
+from lcdoc.index.hybrid import Hit, fuse
 from lcdoc.index.store import Store
 
 DB_NAME = "index.sqlite"
@@ -158,7 +158,7 @@ class Index:
 
     def search(self, query: str, k: int = 10, mode: SearchMode = "hybrid",
                depth: int | None = None) -> list[Hit]:
-        """Best chunks for a query; hybrid fuses BM25 and dense rankings with RRF."""
+        """Best chunks for a query; hybrid fuses BM25 and dense scores (hybrid.fuse)."""
         depth = depth or max(50, 4 * k)
         bm25: list[tuple[int, float]] = []
         dense: list[tuple[int, float]] = []
@@ -174,7 +174,7 @@ class Index:
         elif mode == "dense":
             fused = dense
         else:
-            fused = rrf_fuse([[i for i, _ in bm25], [i for i, _ in dense]])
+            fused = fuse(bm25, dense)
         fused = fused[:k]
         b_rank = {i: r for r, (i, _) in enumerate(bm25, 1)}
         d_rank = {i: r for r, (i, _) in enumerate(dense, 1)}
