@@ -39,8 +39,8 @@ class ParallelDecoder:
 
     The sequences live in that context's cache (the planner counted n_seq x n_ctx cells), so no
     second context is ever created; each attends to its own cells only. Each step is one
-    llama_decode for every active sequence; the
-    repetition penalty and the greedy choice run on all their logits at once.
+    llama_decode for every active sequence; the repetition penalty and the greedy choice run on
+    all their logits at once.
     """
 
     def __init__(self, engine, n_seq: int | None = None) -> None:
@@ -150,7 +150,8 @@ class ParallelDecoder:
     def _chunk(self, live: dict[int, _Stream]) -> int:
         """Prompt tokens this step may carry: all the batch has room for. Thin chunks spread over
         many steps were measured slower on an H100 (docs/benchmarks.md): a small chunk runs the
-        matrix kernels at a fraction of their speed. LCDOC_PREFILL_CHUNK fixes the size, for measuring."""
+        matrix kernels at a fraction of their speed. LCDOC_PREFILL_CHUNK fixes the size, for
+        measuring."""
         room = self.n_batch - sum(1 for st in live.values() if st.next is not None)
         return min(room, self.fixed_chunk) if self.fixed_chunk else room
 
