@@ -65,7 +65,6 @@ def test_hybrid_recall_is_measured_for_each_retriever(tmp_path):
     assert rows["hybrid"].recall_at_10 >= 0.75  # planted facts are findable
 
 
-
 @pytest.mark.slow
 def test_fusions_are_compared_on_the_same_rankings(tmp_path):
     from lcdoc.eval.fusion import collect, fusions, rrf, score
@@ -78,6 +77,7 @@ def test_fusions_are_compared_on_the_same_rankings(tmp_path):
     for r1, r5, r10, mrr in table.values():
         assert 0 <= r1 <= r5 <= r10 <= 1 and r1 <= mrr <= r10
     assert table["bm25 alone"][2] >= 0.75  # the planted facts are findable at all
+
 
 @pytest.mark.slow
 def test_bench_indexing_reports_pages_chunks_and_both_extraction_times(tmp_path, corpus):

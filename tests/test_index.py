@@ -29,7 +29,6 @@ def test_fusion_rewards_agreement_and_leans_to_bm25():
     assert fuse([(5, 3.0)], [(5, 0.5)])[0][1] == pytest.approx(1.0)  # a lone hit keeps its weight
 
 
-
 _ranked = st.lists(st.tuples(st.integers(0, 30), st.floats(-50, 50, allow_nan=False)),
                    max_size=20, unique_by=lambda t: t[0]).map(lambda xs: sorted(xs, key=lambda t: -t[1]))
 
@@ -40,12 +39,12 @@ def test_fusion_is_bounded_and_never_scores_a_dominated_chunk_higher(bm25, dense
     assert {i for i, _ in fused} == {i for i, _ in bm25} | {i for i, _ in dense}
     assert all(-1e-9 <= s <= 1 + 1e-9 for _, s in fused)
     assert [s for _, s in fused] == sorted((s for _, s in fused), reverse=True)
-    b, d = dict(bm25), dict(dense)
-    pos = {i: r for r, (i, _) in enumerate(fused)}
-    for x in pos:  # x at least as good as y in both lists (present where y is): x is not below y
-        for y in pos:
-            if x in b and x in d and all(z.get(x) >= z[y] for z in (b, d) if y in z):
-                assert dict(fused)[x] >= dict(fused)[y] - 1e-9, (x, y)
+    b, d, f = dict(bm25), dict(dense), dict(fused)
+    for x in f:  # x at least as good as y in both lists (present where y is): x is not below y
+        for y in f:
+            if x in b and x in d and all(z[x] >= z[y] for z in (b, d) if y in z):
+                assert f[x] >= f[y] - 1e-9, (x, y)
+
 
 @pytest.fixture()
 def built(corpus, tmp_path, embedder):

@@ -29,7 +29,8 @@ def rrf(bm25: Ranked, dense: Ranked, k: int = 60, bm25_weight: float = 1.0) -> R
     return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
-def collect(paths: list[str], work: Path, seeds: list[int], n_facts: int, depth: int = 50) -> list[Question]:
+def collect(paths: list[str], work: Path, seeds: list[int], n_facts: int,
+            depth: int = 50) -> list[Question]:
     """Both rankings of every planted-fact question, one fresh index per seed."""
     from lcdoc.eval.retrieval import plant_facts, scratch_folder
     from lcdoc.index import Index, update_index, vectors
@@ -52,7 +53,10 @@ def collect(paths: list[str], work: Path, seeds: list[int], n_facts: int, depth:
     return out
 
 
-def score(fusion: Callable[[Ranked, Ranked], Ranked], questions: list[Question]) -> tuple[float, ...]:
+Fusion = Callable[[Ranked, Ranked], Ranked]
+
+
+def score(fusion: Fusion, questions: list[Question]) -> tuple[float, ...]:
     """recall@1, @5, @10 and MRR of one fusion over the questions."""
     ranks = []
     for _seed, bm25, dense, good in questions:
@@ -63,9 +67,9 @@ def score(fusion: Callable[[Ranked, Ranked], Ranked], questions: list[Question])
             sum(1 / r for r in ranks if r) / n)
 
 
-def fusions() -> dict[str, Callable[[Ranked, Ranked], Ranked]]:
+def fusions() -> dict[str, Fusion]:
     """The candidates: each list alone, reciprocal ranks (plain and weighted), scaled scores."""
-    out: dict[str, Callable[[Ranked, Ranked], Ranked]] = {
+    out: dict[str, Fusion] = {
         "bm25 alone": lambda b, d: b, "dense alone": lambda b, d: d,
         "rrf k=60 (before)": rrf}
     for w in (2.0, 3.0):
@@ -85,7 +89,8 @@ def _seeds(text: str) -> list[int]:
 def main(argv: list[str] | None = None) -> None:
     from lcdoc.eval.bench import machine
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("paths", nargs="+")
     ap.add_argument("--facts", type=int, default=24)
     ap.add_argument("--tune-seeds", default="0-2")
