@@ -216,10 +216,10 @@ def calibrate(engine, settings, lengths: list[int] | None = None,
                    [asdict(t) for t in trials], time.strftime("%Y-%m-%d"),
                    round(time.perf_counter() - t_start, 1))
     path = profile_path(engine.path, engine.cache_settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(asdict(prof), indent=1))
-    os.replace(tmp, path)
+    from lcdoc.private import private_dir, write_private
+
+    private_dir(path.parent)
+    write_private(path, json.dumps(asdict(prof), indent=1))
     return prof
 
 

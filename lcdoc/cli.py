@@ -41,11 +41,13 @@ def _settings(**flags):
 
 
 def _display(path: str) -> str:
-    """A stored absolute path shown relative to the working directory when it is under it."""
+    """A stored absolute path shown relative to the working directory when it is under it,
+    control characters escaped (console.safe)."""
     try:
-        return os.path.relpath(path) if not os.path.relpath(path).startswith("..") else path
+        shown = os.path.relpath(path) if not os.path.relpath(path).startswith("..") else path
     except ValueError:
-        return path
+        shown = path
+    return console.safe(shown)
 
 
 @app.command("index")
@@ -58,6 +60,9 @@ def index_cmd(
     max_mb: Annotated[Optional[float], typer.Option("--max-mb", help="Skip files larger than this.")] = None,
     ray: RayOpt = None,
     workers: WorkersOpt = None,
+    follow_links: Annotated[bool, typer.Option(
+        "--follow-links", "-L", help="Take symbolic links that lead outside the folders given "
+        "(left out by default, each named).")] = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -81,18 +86,19 @@ def index_cmd(
         try:
             rep = update_index(idx, list(paths), tuple(include), tuple(exclude),
                                int(s.max_file_mb * 2**20), s.chunk_tokens, s.chunk_overlap,
-                               on_progress=bar, embed_with=embed_with)
+                               on_progress=bar, embed_with=embed_with, follow_links=follow_links)
         except KeyboardInterrupt:
             console.log(f"interrupted: {idx.folder} keeps every batch committed before the interrupt")
             raise typer.Exit(130)
     for sk in rep.skipped:
-        console.log(f"skipped {sk.path}: {sk.reason}")
+        console.log(f"skipped {_display(sk.path)}: {console.safe(sk.reason)}")
     for k in rep.kept:
-        console.err.print(f"lcdoc: warning: {k.path}: {k.reason}", markup=False, highlight=False)
+        console.err.print(f"lcdoc: warning: {_display(k.path)}: {k.reason}", markup=False,
+                          highlight=False)
     for p in rep.removed_paths:
         console.log(f"removed {_display(p)}: the file no longer exists")
     for f in rep.failed:
-        console.err.print(f"lcdoc: error: {f.path}: {f.reason}", markup=False, highlight=False)
+        _name_failure(f.path, f.reason)
     counts = idx.store.counts()
     if as_json:
         print(json.dumps({
@@ -128,12 +134,16 @@ def search(
     no_server: NoServerOpt = False,
 ) -> None:
     """Hybrid search (BM25 + dense, scores fused) over an index."""
+    from rich.markup import escape
+
     from lcdoc.errors import UsageError
     from lcdoc.index import Index
 
     console.QUIET = quiet
     if mode not in ("hybrid", "bm25", "dense"):
         raise UsageError(f"--mode {mode}: choose hybrid, bm25 or dense")
+    if not 1 <= k <= 10_000:
+        raise UsageError(f"-k {k}: ask for between 1 and 10000 passages")
     s = _settings(index_dir=index_dir)
     from lcdoc.remote import search_remote
 
@@ -150,10 +160,11 @@ def search(
         if h.page is not None:
             where += f" p. {h.page}" + (f"-{h.page_end}" if h.page_end != h.page else "")
         if h.heading:
-            where += f"  § {h.heading}"
-        snippet = " ".join(h.text.split())
+            where += f"  § {console.safe(h.heading)}"
+        snippet = console.safe(" ".join(h.text.split()))
         snippet = snippet[:300] + ("…" if len(snippet) > 300 else "")
-        console.out.print(f"[bold]{n}.[/bold] [cyan]{where}[/cyan]  [dim]score {h.score:.4f}[/dim]")
+        console.out.print(f"[bold]{n}.[/bold] [cyan]{escape(where)}[/cyan]  "
+                          f"[dim]score {h.score:.4f}[/dim]")
         console.out.print(f"   {snippet}", markup=False)
 
 
@@ -411,7 +422,8 @@ def _answer(question, paths, index, mode, s, explain, stream, no_server, stdin_d
 
 
 def _name_failure(path: str, why: str) -> None:
-    console.err.print(f"lcdoc: error: {path}: {why}", markup=False, highlight=False)
+    console.err.print(f"lcdoc: error: {_display(path)}: {console.safe(why)}", markup=False,
+                      highlight=False)
 
 
 def _print_sources(ans) -> None:
@@ -811,6 +823,9 @@ def bench(
 
 def main() -> None:
     """Entry point: run the app and turn lcdoc's errors into one-line messages and exit codes."""
+    # Whatever lcdoc writes holds document text: this user's only, whatever the shell's umask
+    # (the library also sets 0600/0700 itself where it writes; this covers SQLite's own files).
+    os.umask(os.umask(0o077) | 0o077)
     # A file name that is not valid UTF-8 (another locale's bytes) prints as escapes, never crashes.
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -820,7 +835,7 @@ def main() -> None:
     try:
         app()
     except LcdocError as e:
-        console.err.print(f"lcdoc: error: {e}", markup=False, highlight=False)
+        console.err.print(f"lcdoc: error: {console.safe(str(e))}", markup=False, highlight=False)
         sys.exit(e.exit_code)
     except BrokenPipeError:
         sys.stderr.close()
@@ -830,6 +845,6 @@ def main() -> None:
     except Exception as e:  # a bug: one line for the user, the traceback on request
         if os.environ.get("LCDOC_DEBUG"):
             raise
-        console.err.print(f"lcdoc: internal error: {type(e).__name__}: {e} (LCDOC_DEBUG=1 shows "
+        console.err.print(f"lcdoc: internal error: {type(e).__name__}: {console.safe(str(e))} (LCDOC_DEBUG=1 shows "
                           f"the traceback)", markup=False, highlight=False)
         sys.exit(1)

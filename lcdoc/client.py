@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import stat
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -30,7 +31,19 @@ def server_disabled() -> bool:
 
 
 class ServerGone(Exception):
-    """The server closed the connection before its final event (it died or was killed)."""
+    """The server closed the connection before its final event (it died or was killed), or
+    answered something that is not its protocol: the caller works in-process."""
+
+
+class ServerBusy(Exception):
+    """The server's queue stayed full for the whole retry window."""
+
+
+# The longest request line the server takes (lcdoc.serve.MAX_REQUEST_BYTES); a larger one, a
+# big piped document, is answered in-process.
+MAX_REQUEST_BYTES = 64 << 20
+# Connecting to a server whose listen queue is full fails with EAGAIN at once: retry this long.
+BUSY_RETRY_S = 5.0
 
 
 def connect(path: Path | None = None, timeout: float = 2.0) -> socket.socket | None:
@@ -43,15 +56,38 @@ def connect(path: Path | None = None, timeout: float = 2.0) -> socket.socket | N
     # Only a socket owned by this user, not writable by others: never talk to someone else's.
     if not stat.S_ISSOCK(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
         return None
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        s.connect(str(path))
-    except OSError:  # refused: a socket file left by a server that died
-        s.close()
-        return None
+    deadline = time.monotonic() + BUSY_RETRY_S
+    pause = 0.01
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        try:
+            s.connect(str(path))
+            break
+        except BlockingIOError:  # EAGAIN: the queue is full, the server is alive
+            s.close()
+            if time.monotonic() > deadline:
+                raise ServerBusy() from None
+            time.sleep(pause)
+            pause = min(0.2, pause * 2)
+        except OSError:  # refused: a socket file left by a server that died
+            s.close()
+            return None
     s.settimeout(None)
     return s
+
+
+def _event(line: bytes) -> dict[str, Any]:
+    """One event line, or ServerGone when it is not one (cut short, not JSON, not ours)."""
+    try:
+        ev = json.loads(line)
+    except ValueError:
+        raise ServerGone("a reply that is not JSON") from None
+    if not isinstance(ev, dict) or not isinstance(ev.get("event"), str):
+        raise ServerGone("a reply that is not an lcdoc event")
+    if ev["event"] == "error" and not isinstance(ev.get("message"), str):
+        raise ServerGone("an error event without a message")
+    return ev
 
 
 def events(sock: socket.socket, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -60,7 +96,9 @@ def events(sock: socket.socket, request: dict[str, Any]) -> Iterator[dict[str, A
         f.write(json.dumps(request).encode() + b"\n")
         f.flush()
         for line in f:
-            ev = json.loads(line)
+            if not line.endswith(b"\n"):
+                break  # cut mid-line: the server died while writing
+            ev = _event(line)
             yield ev
             if ev.get("event") in FINAL:
                 return
@@ -87,5 +125,5 @@ def ping(path: Path | None = None) -> dict[str, Any] | None:
     """The server's description (model, plan, pid), or None when none answers."""
     try:
         return request("ping", {}, path=path)
-    except (ServerGone, OSError, ValueError):
+    except (ServerGone, ServerBusy, OSError, ValueError):
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from contextlib import contextmanager
 from typing import Iterator
@@ -15,11 +16,22 @@ out = Console(no_color=bool(os.environ.get("NO_COLOR")) or None, highlight=False
 
 QUIET = False
 
+# C0 controls, DEL and C1 controls: a file name holding a newline could forge a result line, one
+# holding ESC could drive the terminal. Shown as escapes, as ls -b and ripgrep do.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def safe(text: str) -> str:
+    """Text from outside (a file name, a heading) made printable on one line: control
+    characters as \\n, \\t, \\xNN."""
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    return _CONTROL.sub(lambda m: named.get(m.group(), f"\\x{ord(m.group()):02x}"), text)
+
 
 def log(msg: str) -> None:
     """A line of progress or information on stderr (silenced by --quiet)."""
     if not QUIET:
-        err.print(msg, markup=False)
+        err.print(msg, markup=False, highlight=False)
 
 
 @contextmanager

@@ -35,9 +35,18 @@ class IndexLockedError(LcdocError):
     """Another process is writing the same index."""
 
 
+class IndexWriteError(LcdocError):
+    """The index cannot be written: its folder is read-only, or the disk is full."""
+
+
 class ModelMissingError(LcdocError):
     """The model file is missing or is not a GGUF / embedding model."""
 
 
 class DoesNotFitError(LcdocError):
     """The model or the requested context does not fit the memory available."""
+
+
+class Cancelled(Exception):
+    """Work stopped on purpose (its client went away, or the user pressed Ctrl-C): not an error
+    to report, so not an LcdocError."""

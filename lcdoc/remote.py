@@ -7,6 +7,7 @@ the one asked for, or when it died mid-request: the caller then does the work in
 from __future__ import annotations
 
 import base64
+import json
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -37,20 +38,45 @@ def _settings_payload(s: Settings) -> dict[str, Any]:
 
 def _call(op: str, payload: dict[str, Any], on_event: Callable[[dict], None],
           log: Callable[[str], None]) -> dict[str, Any] | None:
+    """The final event from the server, or None (said in one line) to work in-process."""
+    if len(json.dumps(payload)) > client.MAX_REQUEST_BYTES:
+        log(f"lcdoc: the request is larger than the server takes "
+            f"({client.MAX_REQUEST_BYTES >> 20} MiB); working in-process")
+        return None
     try:
         ev = client.request(op, payload, on_event)
-    except (client.ServerGone, ConnectionError):
-        log("lcdoc: the server went away mid-request; working in-process")
+    except client.ServerBusy:
+        log(f"lcdoc: the server stayed busy for {client.BUSY_RETRY_S:g} s (its queue is full); "
+            f"working in-process")
+        return None
+    except (client.ServerGone, ConnectionError, TimeoutError) as e:
+        why = f" ({e})" if str(e) else ""
+        log(f"lcdoc: the server went away mid-request{why}; working in-process")
+        return None
+    except (KeyError, TypeError, ValueError) as e:  # an event missing what its kind carries
+        log(f"lcdoc: the server's reply was malformed ({type(e).__name__}: {e}); "
+            f"working in-process")
         return None
     if ev is None:
         return None
     if ev["event"] == "mismatch":
-        log(f"lcdoc: the running server does not fit this request ({ev['reason']}); "
+        log(f"lcdoc: the running server does not fit this request ({ev.get('reason')}); "
             f"working in-process")
         return None
     if ev["event"] == "error":
-        raise RemoteError(ev["message"], int(ev.get("exit_code", 1)))
+        code = ev.get("exit_code")
+        raise RemoteError(ev["message"], code if isinstance(code, int) and code > 0 else 1)
     return ev
+
+
+def _decode(make: Callable[[], Any], log: Callable[[str], None]) -> Any:
+    """The library object built from a final event, or None (work in-process) when it is malformed."""
+    try:
+        return make()
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        log(f"lcdoc: the server's reply was malformed ({type(e).__name__}: {e}); "
+            f"working in-process")
+        return None
 
 
 def ask_remote(question: str, paths: list[str], index: str | None, mode: str, settings: Settings,
@@ -72,7 +98,7 @@ def ask_remote(question: str, paths: list[str], index: str | None, mode: str, se
                "stdin": base64.b64encode(stdin_data).decode() if stdin_data is not None else None,
                "history": [list(h) for h in history or []]}
     ev = _call("ask", payload, on_event, log)
-    return Answer.from_json(ev["answer"]) if ev else None
+    return _decode(lambda: Answer.from_json(ev["answer"]), log) if ev else None
 
 
 def search_remote(query: str, index: str, k: int, mode: str, settings: Settings,
@@ -83,7 +109,7 @@ def search_remote(query: str, index: str, k: int, mode: str, settings: Settings,
     payload = {"query": query, "index": index, "k": k, "mode": mode,
                "settings": _settings_payload(settings)}
     ev = _call("search", payload, lambda e: None, log)
-    return [Hit.from_json(h) for h in ev["results"]] if ev else None
+    return _decode(lambda: [Hit.from_json(h) for h in ev["results"]], log) if ev else None
 
 
 def summarize_remote(paths: list[str], out: Path | None, settings: Settings, options: dict,

@@ -15,23 +15,40 @@ import os
 import signal
 import socket
 import socketserver
+import stat
 import struct
+import threading
 import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from lcdoc.errors import LcdocError, UsageError
+from lcdoc.errors import Cancelled, LcdocError, UsageError
 from lcdoc.settings import Settings
 
 # Without --memory-gb, document states may take this share of the RAM left once the model and
 # the embedder are loaded.
 MEMORY_SHARE = 0.5
+# A client has this long to send its request line: one that connects and says nothing must not
+# hold anything (each connection has its own thread; the model is taken only for a whole request).
+REQUEST_TIMEOUT_S = 10.0
+# The longest request line (a piped document travels inside it, base64): the client works
+# in-process for anything larger, so a 1 GiB line costs the server nothing.
+MAX_REQUEST_BYTES = 64 << 20
+# Connections the kernel queues while the server is busy accepting (20 clients at once are
+# normal for a script with xargs -P).
+BACKLOG = 128
 
 
-class _UnixServer(socketserver.UnixStreamServer):
+class ClientGone(Exception):
+    """The client closed its connection: the work it asked for is stopped."""
+
+
+class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     timeout = 0.5  # handle_request() returns this often, for the idle check
+    daemon_threads = True
+    request_queue_size = BACKLOG
 
 
 class Server:
@@ -50,6 +67,8 @@ class Server:
         self.last_active = time.monotonic()
         self._server: _UnixServer | None = None
         self._inode: int | None = None
+        self._work = threading.Lock()  # the model is one: one request at a time uses it
+        self._busy = 0  # requests being answered (the idle timeout waits for them)
 
     # --- start-up -------------------------------------------------------------------------
     def load(self) -> None:
@@ -75,17 +94,23 @@ class Server:
         self.engine.cache.memory_budget = budget
 
     def bind(self) -> None:
-        """Create the socket: its folder 0700, the socket 0600, a stale one replaced."""
+        """Create the socket 0600 in a folder only this user can change: lcdoc's own folder is
+        made 0700; a folder that exists is checked and never changed (a socket straight in /tmp
+        must not chmod /tmp)."""
         from lcdoc import client
 
         folder = self.path.parent
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if folder.stat().st_uid == os.getuid() and folder != Path.home():
-            os.chmod(folder, 0o700)
+        if not folder.exists():
+            from lcdoc.private import private_dir
+
+            private_dir(folder)
+        self._check_folder(folder)
         if self.path.exists() or self.path.is_symlink():
             live = client.ping(self.path)
             if live is not None:
                 raise UsageError(f"a server is already running on {self.path} (pid {live.get('pid')})")
+            if not stat.S_ISSOCK(self.path.lstat().st_mode):
+                raise UsageError(f"{self.path}: exists and is not a socket; choose another --socket")
             self.path.unlink()
         old = os.umask(0o177)
         try:
@@ -94,6 +119,21 @@ class Server:
             os.umask(old)
         os.chmod(self.path, 0o600)
         self._inode = self.path.stat().st_ino
+
+    @staticmethod
+    def _check_folder(folder: Path) -> None:
+        """Refuse a folder where another user could replace the socket: one not ours and not
+        a sticky shared folder like /tmp, or one others may write without the sticky bit."""
+        st = folder.stat()
+        sticky = bool(st.st_mode & stat.S_ISVTX)
+        if not stat.S_ISDIR(st.st_mode):
+            raise UsageError(f"{folder}: not a folder")
+        if st.st_mode & 0o022 and not sticky:
+            raise UsageError(f"{folder}: other users can write there; put the socket in a "
+                             f"folder of your own (--socket)")
+        if st.st_uid not in (os.getuid(), 0) and not sticky:
+            raise UsageError(f"{folder}: belongs to another user; put the socket in a folder "
+                             f"of your own (--socket)")
 
     def describe(self) -> dict[str, Any]:
         e = self.engine
@@ -118,7 +158,7 @@ class Server:
             while True:
                 self._server.handle_request()
                 idle = time.monotonic() - self.last_active
-                if self.idle_timeout and idle > self.idle_timeout:
+                if self.idle_timeout and idle > self.idle_timeout and not self._busy:
                     self.log(f"lcdoc serve: idle for {idle:.0f} s, exiting")
                     break
         except KeyboardInterrupt:
@@ -150,7 +190,8 @@ class Server:
         return Handler
 
     def handle(self, conn: socket.socket, rfile, wfile) -> None:
-        """One request: check the peer is this user, dispatch, stream events back."""
+        """One request, on its own thread: check the peer is this user, read the request line
+        within a time and size bound, then take the model and stream events back."""
         pid, uid, _gid = struct.unpack("3i", conn.getsockopt(
             socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
         if uid != os.getuid():
@@ -162,23 +203,27 @@ class Server:
             wfile.flush()
 
         try:
-            req = json.loads(rfile.readline() or b"{}")
-            op = req.get("op")
-            t0 = time.perf_counter()
+            conn.settimeout(REQUEST_TIMEOUT_S)
+            req = check_request(read_request(rfile))
+            conn.settimeout(WRITE_TIMEOUT_S)  # a client that stops reading is a client gone
+            op = req["op"]
             if op == "ping":
                 send("pong", **self.describe())
-            elif op == "ask":
-                self._ask(req, send)
-            elif op == "search":
-                self._search(req, send)
-            elif op == "summarize":
-                self._summarize(req, send)
-            else:
-                raise UsageError(f"unknown request {op!r}")
-            if op != "ping":
+                return
+            self._busy += 1
+            try:
+                with self._work:
+                    t0 = time.perf_counter()
+                    self.engine.cancel = lambda: client_gone(conn)
+                    try:
+                        getattr(self, f"_{op}")(req, send)
+                    finally:
+                        self.engine.cancel = None
                 self.log(f"lcdoc serve: {op} in {time.perf_counter() - t0:.2f} s")
-        except (BrokenPipeError, ConnectionResetError):
-            self.log("lcdoc serve: the client went away mid-request")
+            finally:
+                self._busy -= 1
+        except (BrokenPipeError, ConnectionResetError, ClientGone, Cancelled, TimeoutError):
+            self.log("lcdoc serve: the client went away mid-request; its work was stopped")
         except LcdocError as e:
             self._send_error(send, type(e).__name__, str(e), e.exit_code)
         except Exception as e:  # one bad request must not take the server down
@@ -191,7 +236,7 @@ class Server:
     def _send_error(send, kind: str, message: str, code: int) -> None:
         try:
             send("error", type=kind, message=message, exit_code=code)
-        except OSError:
+        except (OSError, ValueError):
             pass
 
     def _settings(self, req: dict) -> Settings:
@@ -222,7 +267,11 @@ class Server:
         if why:
             send("mismatch", reason=why)
             return
-        stdin = base64.b64decode(req["stdin"]) if req.get("stdin") is not None else None
+        try:
+            stdin = base64.b64decode(req["stdin"], validate=True) \
+                if req.get("stdin") is not None else None
+        except ValueError as e:
+            raise UsageError(f"request: stdin is not base64 ({e})") from e
         ans = ask(req["question"], req.get("paths") or [], req.get("index"), req.get("mode", "auto"),
                   engine=self.engine, settings=self._settings(req),
                   on_text=(lambda t: send("text", text=t)) if req.get("stream") else None,
@@ -239,6 +288,7 @@ class Server:
         send("search", results=[h.as_json() for h in hits], server=True)
 
     def _summarize(self, req: dict, send) -> None:
+        """Summaries streamed back one by one; the client's leaving stops the run."""
         from lcdoc.summarize import summarize_paths
 
         why = self.mismatch(req)
@@ -268,3 +318,83 @@ class Server:
                      "documents": [x.path for x in everything]}
         send("summarize", done=len(rep.done), reused=len(rep.reused),
              failed=[list(f) for f in rep.failed], parallel=parallel, server=True, **extra)
+
+
+# --- the wire: reading and checking a request -----------------------------------------------
+WRITE_TIMEOUT_S = 120.0  # a client that reads nothing for this long is taken for gone
+
+MODES = ("auto", "stuff", "rag", "hybrid")
+SEARCH_MODES = ("hybrid", "bm25", "dense")
+_OPT = type(None)
+# Each operation's fields and their types: what the CLI validates, the server checks again,
+# since anything this user runs may connect to the socket.
+FIELDS: dict[str, dict[str, tuple]] = {
+    "ping": {},
+    "ask": {"question": (str,), "paths": (list,), "index": (str, _OPT), "mode": (str,),
+            "settings": (dict,), "stream": (bool,), "stdin": (str, _OPT), "history": (list,)},
+    "search": {"query": (str,), "index": (str,), "k": (int,), "mode": (str,),
+               "settings": (dict,)},
+    "summarize": {"paths": (list,), "out": (str, _OPT), "settings": (dict,), "style": (str,),
+                  "max_words": (int,), "prompt": (str, _OPT), "include": (list,),
+                  "exclude": (list,), "parallel": (int, _OPT), "digest": (bool,)},
+}
+REQUIRED = {"ask": ("question",), "search": ("query", "index"), "summarize": ("paths",)}
+
+
+def read_request(rfile) -> dict:
+    """One request line, at most MAX_REQUEST_BYTES, as a JSON object; UsageError otherwise."""
+    line = rfile.readline(MAX_REQUEST_BYTES + 1)
+    if len(line) > MAX_REQUEST_BYTES:
+        raise UsageError(f"request larger than {MAX_REQUEST_BYTES >> 20} MiB")
+    if not line.endswith(b"\n"):
+        raise UsageError("request cut short (no end of line)")
+    try:
+        req = json.loads(line)
+    except ValueError as e:
+        raise UsageError(f"request is not JSON ({e})") from e
+    if not isinstance(req, dict):
+        raise UsageError("request is not a JSON object")
+    return req
+
+
+def check_request(req: dict) -> dict:
+    """The request, if every field has its type and a value the CLI would accept."""
+    op = req.get("op")
+    if op not in FIELDS:
+        raise UsageError(f"unknown request {op!r}")
+    for key in REQUIRED.get(op, ()):
+        if req.get(key) is None:
+            raise UsageError(f"request {op}: {key} is missing")
+    for key, value in req.items():
+        if key == "op":
+            continue
+        types = FIELDS[op].get(key)
+        if types is None:
+            raise UsageError(f"request {op}: unknown field {key!r}")
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise UsageError(f"request {op}: {key} must be "
+                             f"{' or '.join(t.__name__ for t in types)}")
+    for key in ("paths", "include", "exclude"):
+        if not all(isinstance(x, str) for x in req.get(key) or []):
+            raise UsageError(f"request {op}: {key} must be a list of strings")
+    if not all(isinstance(h, list) and len(h) == 2 and all(isinstance(x, str) for x in h)
+               for h in req.get("history") or []):
+        raise UsageError(f"request {op}: history must be a list of [question, answer]")
+    modes = SEARCH_MODES if op == "search" else MODES
+    if "mode" in req and req["mode"] not in modes:
+        raise UsageError(f"--mode {req['mode']}: choose one of {', '.join(modes)}")
+    for key, lo in (("k", 1), ("max_words", 1), ("parallel", 1)):
+        if req.get(key) is not None and not lo <= req[key] <= 10_000:
+            raise UsageError(f"request {op}: {key} must be between {lo} and 10000")
+    return req
+
+
+def client_gone(conn: socket.socket) -> bool:
+    """Whether the client has closed its end (a readable socket that reads nothing)."""
+    import select
+
+    try:
+        readable, _, _ = select.select([conn], [], [], 0)
+        return bool(readable) and conn.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True

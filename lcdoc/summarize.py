@@ -173,10 +173,11 @@ def settings_key(model_id: str, style: str, max_words: int, prompt: str | None, 
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8", errors="backslashreplace")  # a non-UTF-8 file name
-    os.replace(tmp, path)
+    """A summary is document text: 0600, in folders made 0700 (lcdoc.private)."""
+    from lcdoc.private import private_dir, write_private
+
+    private_dir(path.parent)
+    write_private(path, text, errors="backslashreplace")  # a non-UTF-8 file name
 
 
 def _md(s: Summary, key: str) -> str:

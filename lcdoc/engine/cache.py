@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 import shutil
 import threading
 import time
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +25,8 @@ from typing import Sequence
 
 import numpy as np
 
-MAGIC = b"LCDOCKV1"
+MAGIC = b"LCDOCKV2"  # V2 adds a checksum; a V1 file is a miss, and removed
+CRC_BLOCK = 64 << 20  # checksummed while read or written, in blocks: no second copy of a state
 SUFFIX = ".kvstate"
 # Without a setting, the disk cache may use this share of the free space where it lives (plus
 # what it already holds), so it can never be what fills a disk.
@@ -52,27 +55,48 @@ class Snapshot:
         return int(self.size) + 4 * int(self.n_tokens)
 
     def write(self, path: Path) -> None:
-        ids = np.ascontiguousarray(self.input_ids[: self.n_tokens], dtype=np.int32)
-        with open(path, "wb") as f:
-            f.write(MAGIC + np.array([self.n_tokens, self.size], dtype=np.int64).tobytes())
-            f.write(ids.tobytes())
-            f.write(memoryview(self.llama_state).cast("B")[: self.size])
+        """Header, token ids, llama.cpp's state, then a CRC-32 over all of it: a state damaged
+        on disk (a flipped bit, a torn copy) is never restored into a context."""
+        from lcdoc.private import opener
+
+        ids = np.ascontiguousarray(self.input_ids[: self.n_tokens], dtype=np.int32).tobytes()
+        head = MAGIC + np.array([self.n_tokens, self.size], dtype=np.int64).tobytes()
+        state = memoryview(self.llama_state).cast("B")[: self.size]
+        crc = 0
+        with open(path, "wb", opener=opener) as f:
+            for part in (head, ids, state):
+                for lo in range(0, len(part), CRC_BLOCK):
+                    block = part[lo : lo + CRC_BLOCK]
+                    crc = zlib.crc32(block, crc)
+                    f.write(block)
+            f.write(struct.pack("<I", crc))
 
     @classmethod
     def read(cls, path: Path) -> "Snapshot":
+        """The state in a file, or ValueError when it is not whole and unchanged."""
         with open(path, "rb") as f:
-            if f.read(len(MAGIC)) != MAGIC:
-                raise ValueError("not a snapshot")
-            head = f.read(16)
-            if len(head) != 16:
+            head = f.read(len(MAGIC) + 16)
+            if head[: len(MAGIC)] != MAGIC:
+                raise ValueError("not a snapshot of this version")
+            if len(head) != len(MAGIC) + 16:
                 raise ValueError("truncated snapshot")
-            n_tokens, size = (int(x) for x in np.frombuffer(head, dtype=np.int64))
-            if n_tokens < 0 or size < 0 or path.stat().st_size != len(MAGIC) + 16 + 4 * n_tokens + size:
+            n_tokens, size = (int(x) for x in np.frombuffer(head[len(MAGIC):], dtype=np.int64))
+            if n_tokens < 0 or size < 0 or \
+                    path.stat().st_size != len(MAGIC) + 16 + 4 * n_tokens + size + 4:
                 raise ValueError("truncated snapshot")
-            ids = np.frombuffer(f.read(4 * n_tokens), dtype=np.int32).copy()
+            ids_bytes = f.read(4 * n_tokens)
+            crc = zlib.crc32(ids_bytes, zlib.crc32(head))
             buf = np.empty(size, dtype=np.uint8)
-            if f.readinto(memoryview(buf)) != size:
-                raise ValueError("truncated snapshot")
+            view = memoryview(buf)
+            for lo in range(0, size, CRC_BLOCK):
+                part = view[lo : lo + CRC_BLOCK]
+                if f.readinto(part) != len(part):
+                    raise ValueError("truncated snapshot")
+                crc = zlib.crc32(part, crc)
+            stored = f.read(4)
+            if len(stored) != 4 or struct.unpack("<I", stored)[0] != crc:
+                raise ValueError("checksum mismatch: the state was damaged on disk")
+        ids = np.frombuffer(ids_bytes, dtype=np.int32).copy()
         return cls(n_tokens, ids, buf, size)
 
 
@@ -179,7 +203,9 @@ class PromptCache:
         assert self.folder is not None
         try:
             with self._lock:
-                self.folder.mkdir(parents=True, exist_ok=True)
+                from lcdoc.private import private_dir
+
+                private_dir(self.folder)  # states decode back to the documents' text
                 budget = disk_budget(self.folder, self.disk_setting)
                 if snap.nbytes > budget:
                     return

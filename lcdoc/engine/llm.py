@@ -17,7 +17,7 @@ from lcdoc.engine.cache import PromptCache, Snapshot, prefix_key
 from lcdoc.engine.plan import Plan, make_plan
 from lcdoc.engine.plan import cache_settings
 from lcdoc.engine.system import probe_memory
-from lcdoc.errors import DoesNotFitError, ModelMissingError
+from lcdoc.errors import Cancelled, DoesNotFitError, ModelMissingError
 
 SENTINEL = "\u2063LCDOC_QUESTION\u2063"
 
@@ -202,6 +202,9 @@ class Engine:
         self.cache_settings = cache_settings(self.plan)
         self.cache = PromptCache(cache_dir, memory_bytes, disk_bytes)
         self.keep_resident = keep_resident
+        # Asked between generated tokens; True stops the answer with Cancelled (a server whose
+        # client has gone).
+        self.cancel: Callable[[], bool] | None = None
         self._resident: tuple[str, int, bool] | None = None  # (key, n_prefix, persist)
         self._eos = self.llm.detokenize([self.llm.token_eos()]).decode(errors="ignore")
         self._template = self.llm.metadata.get("tokenizer.chat_template")
@@ -414,6 +417,9 @@ class Engine:
         for tok in gen:
             if first is None:
                 first = time.perf_counter()
+            if self.cancel is not None and self.cancel():
+                gen.close()
+                raise Cancelled()
             if not ignore_eos and llama_cpp.llama_vocab_is_eog(vocab, tok):
                 finish = "stop"
                 break

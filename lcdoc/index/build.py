@@ -70,6 +70,37 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def file_identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What changes when a file is replaced or rewritten: device, inode, size, mtime (ns)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _stat_or_none(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except OSError:
+        return None
+
+
+def _reread_if_changed(path: Path, before: os.stat_result | None, result):
+    """(result, stat) where the file is the one that was read: a file replaced or rewritten
+    while it was read is read once more; changing again, it is named and left for the next run
+    (its old text must never be stored under the new file's stat)."""
+    after = _stat_or_none(path)
+    if before is not None and after is not None and file_identity(before) == file_identity(after):
+        return result, before
+    before = after
+    try:
+        result = load_path(path)
+    except InputFileError as e:
+        return e, before
+    after = _stat_or_none(path)
+    if before is None or after is None or file_identity(before) != file_identity(after):
+        return InputFileError(str(path), "changed while it was being read; run lcdoc index "
+                                         "again when it is written"), before
+    return result, before
+
+
 def _same_stat(old, path: Path) -> bool:
     """Same size and modification time as when it was indexed: unchanged without reading it
     (as rsync and make judge). A file rewritten within the same mtime tick and size is the rare
@@ -151,6 +182,9 @@ def load_all(paths: list[Path], workers: int) -> Iterator[tuple[Path, Document |
                 yield p, InputFileError(str(p), f"could not be read ({type(e).__name__}: {e})")
     finally:
         if pool:
+            # An interrupted run must not wait for extractions nobody will read.
+            for proc in list(getattr(pool, "_processes", {}).values()):
+                proc.terminate()
             pool.shutdown(wait=False, cancel_futures=True)
 
 
@@ -177,6 +211,10 @@ def _confirmed_gone(existing: dict, paths: list, files: list[Path], skipped: lis
     return gone
 
 
+class _Cancelled(Exception):
+    """Raised inside the embedding thread once the run is abandoned."""
+
+
 class _Batches:
     """Read documents' chunks, embedded on a worker thread while the next files are read and
     chunked (ONNX Runtime and PyTorch release the GIL), then committed in order from the
@@ -196,6 +234,7 @@ class _Batches:
         self.embedded = 0
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="lcdoc-embed")
         self.for_indexing = for_indexing  # False: a few chunks, where PyTorch's start would dominate
+        self.cancelled = False
 
     def add(self, item: tuple[Document, float, int, list[Chunk]], batch_chunks: int) -> None:
         self.pending.append(item)
@@ -219,6 +258,8 @@ class _Batches:
             self.identity["embed_model_path"] = str(self.index.embed_model)
 
     def _tick(self, n: int) -> None:
+        if self.cancelled:  # abandon(): stop at the next batch rather than embed the rest
+            raise _Cancelled()
         self.embedded += n
         if self.on_progress:
             self.on_progress("embedding", self.embedded, -1)
@@ -258,6 +299,9 @@ class _Batches:
         self.pool.shutdown()
 
     def abandon(self) -> None:
+        """Drop what is not committed and stop the embedding thread within one batch (Ctrl-C
+        on one large document must not leave minutes of embedding running)."""
+        self.cancelled = True
         self.pending.clear()
         for _, fut in self.inflight:
             fut.cancel()
@@ -277,15 +321,17 @@ def update_index(
     lock_wait_s: float = 10.0,
     commit_chunks: int = COMMIT_CHUNKS,
     embed_with=None,
+    follow_links: bool = False,
 ) -> IndexReport:
     """Bring the index up to date with the given files and folders; returns what was done.
-    embed_with(index) gives the embedder to use instead of this process's (a Ray pool)."""
+    embed_with(index) gives the embedder to use instead of this process's (a Ray pool);
+    follow_links takes symbolic links that lead outside the folders given."""
     t0 = time.perf_counter()
     report = IndexReport(index=index.name)
     store = index.store
     workers = workers or os.cpu_count() or 1
     with WriteLock(index.folder, lock_wait_s):
-        files, skipped = walk_paths(paths, include, exclude, max_bytes)
+        files, skipped = walk_paths(paths, include, exclude, max_bytes, follow_links)
         report.skipped = skipped
         report.files_seen = len(files) + len(skipped)
         existing = {d.path: d for d in store.documents()}
@@ -312,14 +358,15 @@ def update_index(
         index.check_embedding_model()  # before any work: another model's vectors never mix in
         batches = _Batches(index, report, chunking, on_progress, gone, embed_with)
         try:
+            stats = {p: _stat_or_none(p) for p in todo}  # before a byte is read
             for i, (path, result) in enumerate(load_all(todo, workers), 1):
                 if on_progress:
                     on_progress("reading", i, len(todo))
+                result, st = _reread_if_changed(path, stats.pop(path), result)
                 if isinstance(result, InputFileError):
                     report.failed.append(Skipped(str(path), result.problem))
                     continue
                 try:
-                    st = path.stat()
                     doc = Document(doc_key(path), result.text, result.kind, result.sha256,
                                    result.page_starts, result.outline)
                     chunks = chunk_document(doc, chunk_tokens, chunk_overlap)

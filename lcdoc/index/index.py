@@ -9,7 +9,7 @@ from typing import Literal
 
 import numpy as np
 
-from lcdoc.errors import IndexMissingError, UsageError
+from lcdoc.errors import IndexMissingError, IndexWriteError, UsageError
 from lcdoc.index import vectors
 from lcdoc.index.hybrid import Hit, fuse
 from lcdoc.index.store import Store
@@ -52,14 +52,25 @@ class Index:
              embed_model: Path | None = None, allow_path: bool = True,
              embed_precision: str | None = None) -> "Index":
         """Open an index by name (or path, where allow_path); `create` makes it if absent."""
+        from lcdoc.private import private_dir
+
         folder = index_path(name, index_dir, allow_path)
         db = folder / DB_NAME
-        if not db.exists():
-            if not create:
-                raise IndexMissingError(f"no such index: {name} (looked in {folder}); "
-                                        f"build it with: lcdoc index PATH --index {name}")
-            folder.mkdir(parents=True, exist_ok=True)
-        return cls(folder, Store(db), embed_model, embed_precision)
+        if not db.exists() and not create:
+            raise IndexMissingError(f"no such index: {name} (looked in {folder}); "
+                                    f"build it with: lcdoc index PATH --index {name}")
+        writable = os.access(folder, os.W_OK) and (not db.exists() or os.access(db, os.W_OK))
+        if create:
+            try:
+                private_dir(folder)  # holds copies of the documents: this user's only
+            except OSError as e:
+                raise IndexWriteError(f"{folder}: cannot create the index folder "
+                                      f"({e.strerror})") from e
+            if not os.access(folder, os.W_OK):
+                raise IndexWriteError(f"{folder}: the folder is read-only; the index can be "
+                                      f"searched but not updated there")
+            return cls(folder, Store(db, create=True), embed_model, embed_precision)
+        return cls(folder, Store(db, readonly=not writable), embed_model, embed_precision)
 
     def close(self) -> None:
         self.store.close()
@@ -91,8 +102,11 @@ class Index:
         if vectors.existing_file(self.folder, gen) and not force:
             return
         index = self._build_vectors()
-        self._drop_other_vector_files(vectors.save_index(index, self.folder, gen))
         self._faiss, self._faiss_gen = index, gen
+        try:
+            self._drop_other_vector_files(vectors.save_index(index, self.folder, gen))
+        except OSError:
+            pass  # a full disk: the next search rebuilds it from SQLite, the source of truth
 
     def faiss(self):
         """The vector index matching the database; rebuilt from stored embeddings if stale or

@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from lcdoc.errors import IndexLockedError
+from lcdoc.errors import IndexLockedError, IndexWriteError
 
 
 class WriteLock:
@@ -19,7 +19,11 @@ class WriteLock:
         self.fd: int | None = None
 
     def __enter__(self) -> "WriteLock":
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as e:
+            raise IndexWriteError(f"{self.path.parent}: cannot write the index "
+                                  f"({e.strerror})") from e
         deadline = time.monotonic() + self.wait_s
         while True:
             try:

@@ -8,6 +8,7 @@ the stored embeddings and stamped with the generation it was built from.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 from dataclasses import dataclass
@@ -90,21 +91,105 @@ def fts_query(query: str) -> str:
     return " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
 
 
-class Store:
-    """One index's SQLite file."""
+def _write_error(path: Path, e: Exception) -> Exception:
+    """SQLite's own words turned into what the user must do about them."""
+    from lcdoc.errors import IndexWriteError
 
-    def __init__(self, path: Path, readonly: bool = False) -> None:
+    import errno
+
+    msg = str(e)
+    if isinstance(e, OSError) and e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        msg = "attempt to write a readonly database"
+    if "full" in msg or (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)):
+        return IndexWriteError(f"{path.parent}: the disk is full ({msg}); the index keeps every "
+                               f"batch committed before it")
+    if "readonly" in msg.replace("-", "").replace(" ", "") or "unable to open" in msg:
+        return IndexWriteError(f"{path.parent}: the folder is read-only ({msg}); the index can "
+                               f"be searched but not updated there")
+    return e
+
+
+def _blank(path: Path) -> bool:
+    """An empty file, or a database with no tables: never an index, safe to make one over."""
+    if path.stat().st_size == 0:
+        return True
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return False
+
+
+def _create(path: Path) -> None:
+    """A new, empty index database, made whole under a temporary name and renamed into place:
+    a kill or a full disk during creation never leaves a half-made index.sqlite."""
+    from lcdoc.private import opener
+
+    tmp = path.with_name(f".{path.name}.new-{os.getpid()}")
+    try:
+        os.close(opener(str(tmp), os.O_CREAT | os.O_WRONLY | os.O_TRUNC))
+        db = sqlite3.connect(str(tmp), isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            db.executescript(SCHEMA)
+            db.executemany("INSERT INTO meta(key, value) VALUES (?, ?)",
+                           [("schema_version", str(SCHEMA_VERSION)), ("generation", "0")])
+        finally:
+            db.close()
+        os.replace(tmp, path)
+    except (sqlite3.Error, OSError) as e:
+        raise _write_error(path, e) from e
+    finally:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+
+
+class Store:
+    """One index's SQLite file.
+
+    Opened read-only where the medium is (SQLite's immutable mode: a read-only mount has no room
+    for the WAL's shared-memory file); created only with `create`, as 0600, and a file with no
+    schema (a creation that a full disk stopped) is never taken for an index.
+    """
+
+    def __init__(self, path: Path, readonly: bool = False, create: bool = False) -> None:
+        from lcdoc.errors import IndexMissingError
+        from lcdoc.private import tighten
+
         self.path = path
-        uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
-        self.db = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None)
+        if not path.exists() or _blank(path):
+            if not create:
+                raise IndexMissingError(f"no such index: {path.parent} holds no finished index "
+                                        f"(an empty {path.name})")
+            _create(path)  # an empty database is what a full disk left an earlier version
+        if readonly:
+            immutable = "&immutable=1" if not os.access(path.parent, os.W_OK) else ""
+            self.db = sqlite3.connect(f"file:{path}?mode=ro{immutable}", uri=True, timeout=30.0,
+                                      isolation_level=None)
+        else:
+            tighten(path)  # SQLite gives its -wal and -shm files the database file's mode
+            try:
+                self.db = sqlite3.connect(f"file:{path}", uri=True, timeout=30.0,
+                                          isolation_level=None)
+                self.db.execute("PRAGMA journal_mode = WAL")  # readers go on during a write
+                self.db.execute("PRAGMA synchronous = NORMAL")
+            except sqlite3.Error as e:
+                raise _write_error(path, e) from e
         self.db.execute("PRAGMA foreign_keys = ON")
-        if not readonly:
-            self.db.execute("PRAGMA journal_mode = WAL")  # readers keep working during a write
-            self.db.execute("PRAGMA synchronous = NORMAL")
-            self.db.executescript(SCHEMA)
-            if self.get_meta("schema_version") is None:
-                self.set_meta("schema_version", str(SCHEMA_VERSION))
-                self.set_meta("generation", "0")
+        if not self._has_schema():
+            self.db.close()
+            raise IndexMissingError(f"no such index: {path.parent} holds no finished index "
+                                    f"(an empty or damaged {path.name})")
+
+    def _has_schema(self) -> bool:
+        try:
+            row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.DatabaseError:
+            return False  # no meta table, or not a database at all
+        return row is not None
 
     def close(self) -> None:
         self.db.close()
@@ -124,9 +209,12 @@ class Store:
     # --- writes (each call is one atomic transaction) -----------------------------------
     def set_stat(self, path: str, size: int, mtime: float) -> None:
         """Record a file's new size and mtime when its content was found unchanged (touched)."""
-        with self.db:
-            self.db.execute("UPDATE documents SET size = ?, mtime = ? WHERE path = ?",
-                            (size, mtime, path))
+        try:
+            with self.db:
+                self.db.execute("UPDATE documents SET size = ?, mtime = ? WHERE path = ?",
+                                (size, mtime, path))
+        except sqlite3.Error as e:
+            raise _write_error(self.path, e) from e
 
     def replace_documents(
         self,
@@ -140,8 +228,8 @@ class Store:
         import time
 
         cur = self.db.cursor()
-        cur.execute("BEGIN IMMEDIATE")
         try:
+            cur.execute("BEGIN IMMEDIATE")
             for path in remove_paths:
                 cur.execute("DELETE FROM documents WHERE path = ?", (path,))
             for doc, mtime, size, chunks, vecs in items:
@@ -169,8 +257,11 @@ class Store:
             self.set_meta("generation", str(gen))
             cur.execute("COMMIT")
             return gen
-        except BaseException:
-            cur.execute("ROLLBACK")
+        except BaseException as e:
+            if self.db.in_transaction:  # SQLite rolls back by itself on a full disk
+                cur.execute("ROLLBACK")
+            if isinstance(e, sqlite3.Error):
+                raise _write_error(self.path, e) from e
             raise
 
     # --- reads --------------------------------------------------------------------------

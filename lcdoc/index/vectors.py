@@ -98,15 +98,22 @@ def save_index(index, folder: Path, gen: int) -> Path:
     """Write atomically: a reader sees the old file or the new one, never half of one."""
     path = vector_file(folder, gen, index_kind(index))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    if isinstance(index, FlatVectors):
-        with open(tmp, "wb") as f:  # the ids, then the matrix: two arrays in one file
-            np.save(f, index.ids)
-            np.save(f, index.vecs)
-    else:
-        import faiss
+    from lcdoc.private import opener, tighten
 
-        faiss.write_index(index, str(tmp))
-    os.replace(tmp, path)
+    try:
+        if isinstance(index, FlatVectors):
+            with open(tmp, "wb", opener=opener) as f:  # the ids, then the matrix: one file
+                np.save(f, index.ids)
+                np.save(f, index.vecs)
+        else:
+            import faiss
+
+            faiss.write_index(index, str(tmp))
+            tighten(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
+        raise
     return path
 
 

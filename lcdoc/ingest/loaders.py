@@ -24,6 +24,9 @@ KINDS = {
     ".xhtml": "html",
 }
 SNIFF_BYTES = 8192
+# The most a compressed file may inflate to (the default file size limit, counted on what comes
+# out, not on what goes in): a gzip bomb is refused at this size, never held whole.
+MAX_DECOMPRESSED = 200 * 2**20
 
 
 def kind_for(name: str) -> str:
@@ -141,9 +144,11 @@ _PDF_ERRORS = (ValueError, KeyError, TypeError, AttributeError, OSError, Recursi
 
 
 def _pdf_pages(data: bytes, name: str, lo: int = 0, hi: int | None = None) -> list[str]:
-    """Text of pages lo..hi-1 (all by default); a page that fails to extract is empty, not fatal."""
+    """Text of pages lo..hi-1 (all by default); a page that fails to extract is empty, not fatal,
+    unless no page gave text: then the first page's failure is the file's reason."""
     reader = _pdf_reader(data, name)
-    pages = []
+    pages: list[str] = []
+    errors: list[str] = []
     try:
         chosen = reader.pages[lo:hi]
     except _PDF_ERRORS as e:
@@ -151,19 +156,37 @@ def _pdf_pages(data: bytes, name: str, lo: int = 0, hi: int | None = None) -> li
     for page in chosen:
         try:
             pages.append(page.extract_text() or "")
-        except Exception:  # one bad page must not lose the rest of the document
+        except Exception as e:  # one bad page must not lose the rest of the document
             pages.append("")
+            errors.append(_page_error(e))
+    if errors and not any(p.strip() for p in pages):
+        raise InputFileError(name, f"text could not be extracted from {len(errors)} of "
+                                   f"{len(pages)} page(s): {errors[0]}")
     return pages
 
 
-def _gunzip(data: bytes, name: str) -> bytes:
-    """The bytes inside a .gz file (Debian ships its manuals gzipped); other bytes unchanged."""
-    if name.lower().endswith(".gz") or data[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as e:
-            raise InputFileError(name, f"corrupt gzip data ({e})") from e
-    return data
+def _page_error(e: Exception) -> str:
+    """Why a page gave no text, in words: pypdf's decompression limit is the common one."""
+    if type(e).__name__ == "LimitReachedError":
+        return f"a content stream decompresses past pypdf's safety limit ({e})"
+    return f"{type(e).__name__}: {e}"
+
+
+def _gunzip(data: bytes, name: str, limit: int | None = None) -> bytes:
+    """The bytes inside a .gz file (Debian ships its manuals gzipped); other bytes unchanged.
+    Decompressed in a stream and stopped at `limit` bytes, so a gzip bomb costs that much at most."""
+    if not (name.lower().endswith(".gz") or data[:2] == b"\x1f\x8b"):
+        return data
+    limit = MAX_DECOMPRESSED if limit is None else limit
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as f:
+            out = f.read(limit + 1)
+    except (OSError, EOFError, zlib.error) as e:
+        raise InputFileError(name, f"corrupt gzip data ({e})") from e
+    if len(out) > limit:
+        raise InputFileError(name, f"decompresses to more than the {limit // 2**20} MiB limit "
+                                   f"({len(data):,} bytes compressed)")
+    return out
 
 
 def _check_pdf(data: bytes, name: str) -> bytes:

@@ -8,6 +8,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from lcdoc.ingest.document import Document
 from lcdoc.errors import InputFileError
@@ -27,16 +28,52 @@ def _matches(rel: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) for p in patterns)
 
 
+def _tree(root: Path) -> Iterator[tuple[Path, list[str], list[str]]]:
+    """(folder, subfolder names, file names) top-down, sorted, hidden folders and symlinked
+    folders not entered; iterative, so a tree nested thousands deep is walked, not a
+    RecursionError (os.walk recurses before Python 3.12)."""
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            continue
+        dirs, files = [], []
+        for e in entries:
+            try:
+                is_dir = e.is_dir(follow_symlinks=False)
+            except OSError:
+                is_dir = False
+            (dirs if is_dir else files).append(e.name)
+        dirs = [d for d in dirs if not d.startswith(".")]
+        yield folder, dirs, files
+        stack.extend(folder / d for d in reversed(dirs))
+
+
+def _outside(p: Path, roots: list[str]) -> str | None:
+    """The target of a symbolic link that leads outside every folder given, else None."""
+    target = os.path.realpath(p)
+    for r in roots:
+        if target == r or target.startswith(r.rstrip(os.sep) + os.sep):
+            return None
+    return target
+
+
 def walk_paths(
     paths: list[str | Path],
     include: tuple[str, ...] = (),
     exclude: tuple[str, ...] = (),
     max_bytes: int = 200 * 1024 * 1024,
+    follow_links: bool = False,
 ) -> tuple[list[Path], list[Skipped]]:
-    """Files under the given paths (recursively), skipping hidden, binary, oversized and excluded ones."""
+    """Files under the given paths (recursively), skipping hidden, binary, oversized and excluded
+    ones. A symbolic link found inside a folder is taken only when it leads to a file inside the
+    folders given (or with follow_links): a link to /etc/shadow never lands in an index."""
     files: list[Path] = []
     skipped: list[Skipped] = []
     seen: set[str] = set()
+    roots = [os.path.realpath(p) for p in paths]
 
     def consider(p: Path, rel: str, explicit: bool) -> None:
         if os.path.realpath(p) in seen:
@@ -76,29 +113,40 @@ def walk_paths(
         seen.add(os.path.realpath(p))
         files.append(p)
 
+    def link_problem(p: Path) -> str | None:
+        """Why a symbolic link inside a folder is not taken, or None to take it."""
+        if not p.exists():
+            try:
+                p.stat()
+                return "broken symbolic link"
+            except OSError as e:
+                return "symbolic link loop" if e.errno == errno.ELOOP else "broken symbolic link"
+        if p.is_dir():
+            return "symbolic link to a folder (not followed)"
+        target = None if follow_links else _outside(p, roots)
+        if target is not None:
+            return (f"symbolic link to {target}, outside the folders given "
+                    f"(--follow-links takes it)")
+        return None
+
     for given in paths:
         root = Path(given)
         if root.is_file():
             consider(root, root.name, explicit=True)
         elif root.is_dir():
-            for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                for fn in sorted(filenames):
-                    p = Path(dirpath) / fn
+            for folder, dirnames, filenames in _tree(root):
+                for fn in filenames + [d for d in dirnames if (folder / d).is_symlink()]:
+                    p = folder / fn
                     rel = p.relative_to(root).as_posix()
                     if fn.startswith("."):
                         if not exclude or not _matches(rel, exclude):
                             skipped.append(Skipped(str(p), "hidden file"))
                         continue
-                    if p.is_symlink() and not p.exists():
-                        try:
-                            p.stat()
-                            why = "broken symbolic link"
-                        except OSError as e:
-                            why = ("symbolic link loop" if e.errno == errno.ELOOP
-                                   else "broken symbolic link")
-                        skipped.append(Skipped(str(p), why))
-                        continue
+                    if p.is_symlink():
+                        why = link_problem(p)
+                        if why:
+                            skipped.append(Skipped(str(p), why))
+                            continue
                     consider(p, rel, explicit=False)
         elif root.exists():
             skipped.append(Skipped(str(root), "not a regular file or folder"))
