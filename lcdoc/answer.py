@@ -54,6 +54,10 @@ class Answer:
     failed: tuple[tuple[str, str], ...] = field(default=())  # (path, problem) of unreadable files
     server: bool = False  # answered by a running `lcdoc serve`
     supported: bool = True  # some source sentence holds what the answer claims
+    documents: tuple[tuple[str, str], ...] = field(default=())  # (path, sha256) of those read
+    question: str = ""
+    conversation: str | None = None  # the conversation's id, when recorded or continued
+    turn: int | None = None  # 1, 2, ... within the conversation
     # The in-process engine that answered, so the caller can save its state after printing.
     engine: object = field(default=None, repr=False, compare=False)
 
@@ -67,6 +71,8 @@ class Answer:
             "tokens": self.tokens, "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "model": self.model, "plan": self.plan, "reasons": list(self.reasons),
             "failed": [{"path": p, "reason": r} for p, r in self.failed], "server": self.server,
+            "documents": [list(d) for d in self.documents], "question": self.question,
+            "conversation": self.conversation, "turn": self.turn,
         }
 
     @classmethod
@@ -79,7 +85,9 @@ class Answer:
                    d["tokens"], d["timings"], d["model"], d["plan"],
                    tuple(d.get("reasons", ())),
                    tuple((f["path"], f["reason"]) for f in d.get("failed", ())),
-                   bool(d.get("server")), bool(d.get("supported", True)))
+                   bool(d.get("server")), bool(d.get("supported", True)),
+                   tuple(tuple(x) for x in d.get("documents", ())), d.get("question", ""),
+                   d.get("conversation"), d.get("turn"))
 
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from lcdoc.answer import Answer, Source, cite, drop_unknown_citations, mark_cited  # noqa: F401
+from lcdoc.conversation import INDEX_SHARE, Fitted, fit_history, retrieval_query
 from lcdoc.errors import DoesNotFitError, InputFileError, UsageError
 from lcdoc.evidence import UNANSWERED, supported
 from lcdoc.ingest import Document, load_stdin, read_documents
@@ -104,25 +105,31 @@ def ask(
     eng = engine or Engine(s.model, n_ctx=s.ctx, kv_type=s.kv_type, gpu_layers=s.gpu_layers,
                            cache_dir=s.index_dir / ".prompt-cache", n_threads=s.threads,
                            disk_bytes=s.prompt_cache_bytes)
-    history = list(history or [])
-    pre0, suf0, _ = eng.chat_parts(SYSTEM, "", question, history)
+    doc_tokens = sum(eng.count(stuff_context([d])) for d in docs) if docs else None
+    limit, why = stuff_limit(eng) if mode == "auto" else (None, "")
+    fitted = _fit_conversation(list(history or []), question, doc_tokens, limit, eng,
+                               s.answer_tokens)
+    pre0, suf0, _ = eng.chat_parts(SYSTEM, "", question, fitted.turns)
     budget = context_budget(eng.n_ctx, eng.count(pre0 + suf0) + 32, s.answer_tokens)
     if budget < 256:
         raise DoesNotFitError(f"the {eng.n_ctx}-token context leaves no room for documents after "
                               f"the question and a {s.answer_tokens}-token answer")
 
-    doc_tokens = sum(eng.count(stuff_context([d])) for d in docs) if docs else None
     index_tokens, index_docs = _index_size(index, budget, eng)
-    limit, why = stuff_limit(eng) if mode == "auto" else (None, "")
     route = choose_route(question, budget, doc_tokens, index_tokens, mode, limit, why)
+    query = retrieval_query(question, list(history or []))
+    notes = [fitted.reason] if fitted.reason else []
+    if route.route in ("rag", "hybrid") and query != question:
+        notes.append(f"retrieval query, with the conversation's last questions: {query!r}")
+    route = Route(route.route, route.budget, route.doc_tokens, tuple(route.reasons) + tuple(notes))
     if on_route:
         on_route(route)
 
     search_index, allowed = _retrieval_target(route.route, docs, index, s)
-    ctx = AskContext(question, history, eng, docs, index, search_index, allowed, budget, limit,
-                     doc_tokens, index_tokens, index_docs, mode, s.answer_tokens, on_text,
+    ctx = AskContext(question, fitted.turns, eng, docs, index, search_index, allowed, budget,
+                     limit, doc_tokens, index_tokens, index_docs, mode, s.answer_tokens, on_text,
                      tokens={"context": eng.n_ctx, "prompt": 0, "restored": 0, "completion": 0},
-                     reasons=list(route.reasons))
+                     reasons=list(route.reasons), query=query)
     out = STRATEGIES[route.route].run(ctx, route)
 
     text, dropped = drop_unknown_citations(out.text, out.sources)
@@ -137,7 +144,21 @@ def ask(
         tokens=ctx.tokens, timings=ctx.timings, model=str(eng.path),
         plan=plan_report(eng.arch, eng.plan)["plan"], reasons=tuple(ctx.reasons),
         failed=tuple(failed), supported=ok, engine=None if engine else eng,
+        documents=tuple((d.path, d.sha256) for d in docs), question=question,
     )
+
+
+def _fit_conversation(turns: list[tuple[str, str]], question: str, doc_tokens: int | None,
+                      limit: int | None, eng, answer_tokens: int) -> Fitted:
+    """The earlier turns this prompt carries: the documents keep their room when they are to be
+    stuffed, and the conversation gets what is left (a share of the context over an index)."""
+    if not turns:
+        return Fitted([], 0, "")
+    pre, suf, _ = eng.chat_parts(SYSTEM, "", question, [])
+    bare = context_budget(eng.n_ctx, eng.count(pre + suf) + 32, answer_tokens)
+    stuffable = doc_tokens is not None and doc_tokens <= min(bare, limit or bare)
+    room = bare - doc_tokens - 16 if stuffable else int(eng.n_ctx * INDEX_SHARE)
+    return fit_history(turns, max(0, room), eng.count)
 
 
 def _index_size(index, budget: int, eng) -> tuple[int | None, list[Document] | None]:

@@ -358,31 +358,72 @@ def ask(
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     no_server: NoServerOpt = False,
+    continue_: ContinueOpt = False,
+    conversation: ConversationOpt = None,
+    no_log: NoLogOpt = False,
 ) -> None:
     """Answer a question about files, stdin or an index, stuffing or retrieving as the query needs.
 
     A running `lcdoc serve` answers it when there is one (the model and document states are
-    resident there); otherwise the model is loaded here.
+    resident there); otherwise the model is loaded here. -c continues the last conversation
+    (its documents too, when none are given).
     """
     console.QUIET = quiet
     paths = list(paths or [])
-    if not paths and index is None and not sys.stdin.isatty():
-        paths = ["-"]  # `cat report.txt | lcdoc ask "..."`
     s = _settings(index_dir=index_dir, model=model, ctx=ctx, kv_type=kv, gpu_layers=gpu_layers,
                   answer_tokens=max_tokens)
+    hist, thread = _thread(s, continue_, conversation, no_log, paths, index, mode)
+    paths, index, mode = thread.paths, thread.index, thread.mode
+    if not paths and index is None and not sys.stdin.isatty():
+        paths = ["-"]  # `cat report.txt | lcdoc ask "..."`
     stdin_data = sys.stdin.buffer.read() if "-" in paths else None
     stream = sys.stdout.isatty() and not as_json
-    ans = _answer(question, paths, index, mode, s, explain, stream, no_server, stdin_data)
+    ans = _answer(question, paths, index, mode, s, explain, stream, no_server, stdin_data,
+                  history=thread.turns)
+    ans = _record(hist, thread, question, ans)
     if as_json:
         print(json.dumps(ans.as_json()))
     else:
-        if stream:
-            sys.stdout.write("\n")
-        else:
+        if not stream:
             print(ans.answer)
         _print_sources(ans)
     _log_answer(ans)
     _save_state(ans)
+
+
+ContinueOpt = Annotated[bool, typer.Option("--continue", "-c", help="Continue the last "
+                                           "conversation (its documents, when none are given).")]
+ConversationOpt = Annotated[Optional[str], typer.Option(
+    "--conversation", help="Continue this conversation (an id from `lcdoc log`).")]
+NoLogOpt = Annotated[bool, typer.Option("--no-log", help="Record nothing in the history.")]
+
+
+def _thread(s, continue_: bool, conversation: str | None, no_log: bool, paths: list[str],
+            index: str | None, mode: str):
+    """(the history or None, the conversation this answer belongs to)."""
+    from lcdoc.conversation import open_thread
+    from lcdoc.history import open_history
+
+    hist = None if no_log or not s.history else open_history(log=console.log)
+    cid = conversation or ("last" if continue_ else None)
+    return hist, open_thread(hist, cid, [p if p == "-" else os.path.abspath(p) for p in paths],
+                             index, mode)
+
+
+def _record(hist, thread, question: str, ans):
+    """The answer with its conversation and turn, recorded in the history (a failure to record
+    is a warning, never a failed answer)."""
+    import dataclasses
+
+    turn = len(thread.turns) + 1
+    if hist is not None:
+        try:
+            turn = hist.record(thread.id, question, ans.as_json(),
+                               [p for p in thread.paths if p != "-"], thread.index, thread.mode)
+        except Exception as e:  # a locked, full or read-only disk: the answer stands
+            console.log(f"lcdoc: warning: the history did not record this answer ({e})")
+    thread.turns.append((question, ans.answer))
+    return dataclasses.replace(ans, conversation=thread.id, turn=turn)
 
 
 def _answer(question, paths, index, mode, s, explain, stream, no_server, stdin_data, history=None,
@@ -409,6 +450,9 @@ def _answer(question, paths, index, mode, s, explain, stream, no_server, stdin_d
 
         ans = ask_fn(question, paths, index, mode, settings=s, on_text=on_text if stream else None,
                      on_route=on_route, stdin_data=stdin_data, history=history, engine=engine)
+    if stream:  # end the streamed answer's line before any note goes to the terminal
+        sys.stdout.write("\n")
+        sys.stdout.flush()
     if explain and ans.escalated:
         console.err.print(f"  - {ans.reasons[-1]}", markup=False)
     if explain:
@@ -603,10 +647,15 @@ def chat(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per answer, per line.")] = False,
     quiet: QuietOpt = False,
     no_server: NoServerOpt = False,
+    resume: Annotated[Optional[str], typer.Option(
+        "--resume", help="Continue a conversation: the last one, or the id given "
+        "(`lcdoc log` lists them).")] = None,
+    no_log: NoLogOpt = False,
 ) -> None:
-    """A conversation over documents or an index: follow-ups reuse the resident documents.
+    """A conversation over documents or an index: each turn extends what the context holds.
 
-    Each answer sees the turns before it. From a pipe: one question per line, until the end.
+    Each answer sees the turns before it. From a pipe: one question per line, until the end. On
+    a terminal: line editing and history; Ctrl-C stops an answer, Ctrl-C again or Ctrl-D leaves.
     """
     from lcdoc.chat import ChatSession
     from lcdoc.errors import UsageError
@@ -617,36 +666,147 @@ def chat(
         raise UsageError("chat reads questions from stdin: give documents as files, not '-'")
     s = _settings(index_dir=index_dir, model=model, ctx=ctx, kv_type=kv, gpu_layers=gpu_layers,
                   answer_tokens=max_tokens)
-    session = ChatSession(paths, index, mode, s)
+    hist, thread = _thread(s, False, resume, no_log, paths, index, mode)
+    session = ChatSession(thread, s)
     interactive = sys.stdin.isatty()
-    stream = sys.stdout.isatty() and not as_json
     if interactive:
-        console.log("lcdoc chat: ask about the documents; an empty line or Ctrl-D ends")
-    while True:
+        _chat_greeting(thread)
+    for question in _questions(interactive):
+        stream = sys.stdout.isatty() and not as_json
         try:
-            line = input("> ") if interactive else sys.stdin.readline()
-        except EOFError:
-            break
-        if not line:
-            break
-        question = line.strip()
-        if not question:
-            if interactive:
-                break
+            ans = _answer(question, thread.paths, thread.index, thread.mode, s, explain, stream,
+                          no_server or session.engine is not None, None, list(thread.turns),
+                          session.engine)
+        except KeyboardInterrupt:
+            if not interactive:
+                raise
+            sys.stdout.write("\n")
+            console.log("(stopped; the question is not part of the conversation)")
             continue
-        ans = _answer(question, session.paths, index, mode, s, explain, stream,
-                      no_server or session.engine is not None, None, session.history, session.engine)
-        session.remember(question, ans)
+        session.remember(ans)
+        ans = _record(hist, thread, question, ans)
         if as_json:
             print(json.dumps(ans.as_json()), flush=True)
         else:
-            if stream:
-                sys.stdout.write("\n")
-            else:
+            if not stream:
                 print(ans.answer)
             _print_sources(ans)
             print(flush=True)
         _log_answer(ans)
+
+
+def _chat_greeting(thread) -> None:
+    if thread.resumed:
+        console.log(f"lcdoc chat: conversation {thread.id}, resumed at turn "
+                    f"{len(thread.turns) + 1}")
+    else:
+        console.log(f"lcdoc chat: conversation {thread.id}")
+    console.log("ask about the documents; Ctrl-C stops an answer; an empty line, Ctrl-D or "
+                "Ctrl-C at the prompt ends")
+
+
+def _questions(interactive: bool):
+    """Questions typed at a prompt (with line editing) or read one per line from a pipe."""
+    if not interactive:
+        for line in sys.stdin:
+            if line.strip():
+                yield line.strip()
+        return
+    from lcdoc.chat import line_editor
+    from lcdoc.history import default_path
+
+    save = line_editor(default_path().with_name("chat-questions"))
+    try:
+        while True:
+            try:
+                line = input("> ")
+            except (EOFError, KeyboardInterrupt):
+                sys.stdout.write("\n")
+                return
+            if not line.strip():
+                return
+            yield line.strip()
+    finally:
+        if save:
+            save()
+
+
+@app.command("log")
+def log_cmd(
+    entry: Annotated[Optional[str], typer.Argument(help="An entry's number: show it whole, with "
+                                                   "its sources.")] = None,
+    n: Annotated[int, typer.Option("-n", help="How many recent entries.")] = 20,
+    search: Annotated[Optional[str], typer.Option("--search", "-s", help="Only entries whose "
+                                                  "question or answer has these words.")] = None,
+    conversation: ConversationOpt = None,
+    delete: Annotated[Optional[str], typer.Option("--delete", help="Delete an entry (its number) "
+                                                  "or a conversation (its id).")] = None,
+    delete_all: Annotated[bool, typer.Option("--all", help="With --delete: delete every entry.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """The history of answers: recent entries, one entry whole, a search, or deletion."""
+    from lcdoc.errors import UsageError
+    from lcdoc.history import open_history
+
+    if n < 1:
+        raise UsageError(f"-n {n}: ask for at least one entry")
+    hist = open_history(log=console.log)
+    if hist is None:
+        raise typer.Exit(1)
+    if delete_all and delete is None:
+        raise UsageError("--all goes with --delete: lcdoc log --delete --all")
+    if delete is not None:
+        delete_all = delete_all or delete in ("all", "--all")
+        gone = hist.delete_all() if delete_all else hist.delete(delete)
+        if not gone and not delete_all:
+            raise UsageError(f"no entry or conversation {delete!r} in the history")
+        console.log(f"deleted {gone} entr{'y' if gone == 1 else 'ies'} from {hist.path}")
+        return
+    if entry is not None:
+        if not entry.isdigit() or hist.get(int(entry)) is None:
+            raise UsageError(f"no entry {entry!r} in the history (lcdoc log lists them)")
+        e = hist.get(int(entry))
+        if as_json:
+            print(json.dumps(e.as_json()))
+            return
+        _print_entry(e)
+        return
+    entries = hist.recent(n, search, conversation)
+    if as_json:
+        print(json.dumps([e.as_json() for e in entries]))
+        return
+    for e in entries:
+        when = _when(e.time)
+        print(f"{e.id:>5}  {when}  {e.conversation} #{e.turn}  {e.route:<10} "
+              f"{console.safe(_shorten(e.question, 60))}")
+        print(f"{'':>7}{console.safe(_shorten(e.answer, 90))}")
+
+
+def _when(t: float) -> str:
+    import time as _time
+
+    return _time.strftime("%Y-%m-%d %H:%M", _time.localtime(t))
+
+
+def _shorten(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1].rsplit(" ", 1)[0] + "…"
+
+
+def _print_entry(e) -> None:
+    print(f"entry {e.id}, conversation {e.conversation} turn {e.turn}, {_when(e.time)}")
+    print(f"route {e.route}, model {Path(e.model).name}")
+    where = ", ".join(_display(p) for p in e.paths) or "-"
+    print(f"documents: {where}" + (f"; index {e.index_name}" if e.index_name else ""))
+    print(f"\nQ: {console.safe(e.question)}\n\n{e.answer}")
+    if e.sources:
+        print("\nSources:")
+        for src in e.sources:
+            page = f" p. {src['page']}" if src.get("page") else ""
+            head = f" § {console.safe(src['heading'])}" if src.get("heading") else ""
+            print(f"  [{src['n']}] {_display(src['path'])}{page}{head}")
+            if src.get("quote"):
+                print(f"      \u201c{console.safe(src['quote'])}\u201d")
 
 
 def _summary_digest(text: str | None, documents: list[str], out: Path | None, as_json: bool) -> None:
@@ -821,6 +981,23 @@ def bench(
         print(markdown_table(speed))
 
 
+def _optional_values(argv: list[str]) -> list[str]:
+    """`chat --resume` with no id means the last conversation (click has no optional values)."""
+    import re
+
+    argv = list(argv)
+    if "--resume" in argv:
+        i = argv.index("--resume")
+        nxt = argv[i + 1] if i + 1 < len(argv) else None
+        if nxt is None or not re.fullmatch(r"[0-9a-f]{8}|last", nxt):
+            argv.insert(i + 1, "last")
+    if "--delete" in argv:  # `log --all --delete`: the flag came first
+        i = argv.index("--delete")
+        if i + 1 == len(argv) or argv[i + 1].startswith("-") and argv[i + 1] != "--all":
+            argv.insert(i + 1, "all" if "--all" in argv else "")
+    return argv
+
+
 def main() -> None:
     """Entry point: run the app and turn lcdoc's errors into one-line messages and exit codes."""
     # Whatever lcdoc writes holds document text: this user's only, whatever the shell's umask
@@ -833,7 +1010,7 @@ def main() -> None:
         except (AttributeError, ValueError):
             pass
     try:
-        app()
+        app(args=_optional_values(sys.argv[1:]))
     except LcdocError as e:
         console.err.print(f"lcdoc: error: {console.safe(str(e))}", markup=False, highlight=False)
         sys.exit(e.exit_code)

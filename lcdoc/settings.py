@@ -40,6 +40,7 @@ class Settings:
     embed_runtime: str | None = None  # onnx / torch; None: ONNX Runtime, PyTorch for fp32 on a GPU
     embed_precision: str | None = None  # new indexes: int8 or fp32 (default: int8 without a GPU)
     gpu_memory_gb: float | None = None  # plan at most this much of each GPU (shared GPUs); None: all free
+    history: bool = True  # record every answer in the history database (lcdoc log)
 
     @property
     def prompt_cache_bytes(self) -> int | None:
@@ -55,6 +56,14 @@ def _coerce(name: str, raw: Any) -> Any:
     if raw is None:
         return None
     try:
+        if "bool" in str(kind):
+            if isinstance(raw, bool):
+                return raw
+            if str(raw).strip().lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(raw).strip().lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
         if "Path" in str(kind):
             return Path(str(raw)).expanduser()
         if "int" in str(kind):

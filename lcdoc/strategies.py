@@ -59,6 +59,7 @@ class AskContext:
                                                    "generate_s": 0.0})
     tokens: dict = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
+    query: str = ""  # what retrieval searches for: the question with the conversation's last ones
 
     def generate(self, context: str, stream: bool = True) -> str:
         """The answer to the question over this context, counted into the accounts."""
@@ -66,11 +67,15 @@ class AskContext:
         prefix, suffix, stops = eng.chat_parts(SYSTEM, context, self.question, self.history)
         comp = eng.complete(prefix, suffix, max_tokens=self.answer_tokens, stop=stops,
                             on_text=self.on_text if stream else None)
-        self.tokens["restored"] += comp.n_cached
+        # prompt and restored describe the prompt that gave the answer (an escalation's second
+        # prompt replaces the first, so prompt never exceeds the context); times and answer
+        # tokens add up over every call.
+        self.tokens["restored"] = comp.n_cached
         self.timings["prefill_s"] += comp.prefill_s
         self.timings["generate_s"] += comp.generate_s
-        self.tokens["prompt"] += comp.n_prompt
+        self.tokens["prompt"] = comp.n_prompt
         self.tokens["completion"] += comp.n_completion
+        self.tokens["prompts"] = self.tokens.get("prompts", 0) + 1
         return comp.text.strip()
 
     def everything(self) -> list[Document]:
@@ -126,8 +131,8 @@ class Rag:
         # Small models answer best from a few strong passages, and it is cheap; hits alone,
         # without neighbours, in the first pass.
         first = room if self.stuffs_named else min(room, max(1024, room // 4))
-        passages, secs = rag_passages(ctx.search_index, ctx.question, first, ctx.eng.count,
-                                      ctx.allowed, radius=0, order=best_last_order)
+        passages, secs = rag_passages(ctx.search_index, ctx.query or ctx.question, first,
+                                      ctx.eng.count, ctx.allowed, radius=0, order=best_last_order)
         ctx.timings["retrieve_s"] += secs
         context = (stuff_context(stuffed) + "\n\n" if stuffed else "") + numbered(passages, len(stuffed))
         streamed = first == room and ctx.on_text is not None
@@ -154,7 +159,8 @@ class Rag:
             return Outcome(text, attribute(text, whole, ctx.question), [d.text for d in whole], True)
         ctx.reasons.append(f"SELF-ROUTE: the answer from {first} tokens of passages {why}; "
                            f"retried with the full {room}-token budget")
-        passages, secs = rag_passages(ctx.search_index, ctx.question, room, ctx.eng.count, ctx.allowed)
+        passages, secs = rag_passages(ctx.search_index, ctx.query or ctx.question, room,
+                                      ctx.eng.count, ctx.allowed)
         ctx.timings["retrieve_s"] += secs
         text = ctx.generate(numbered(passages))
         return Outcome(text, self._sources(text, ctx.question, [], passages),

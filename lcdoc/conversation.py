@@ -1,0 +1,119 @@
+"""A conversation over documents: which earlier turns the next prompt carries, and what a
+follow-up searches for.
+
+The documents are never evicted for the conversation. The turns get the room the documents and
+the answer leave; when they outgrow it, the oldest are folded into one short summary turn (their
+questions and the first sentence of each answer), in blocks, so the folded part stays the same
+for several turns and each next turn still extends the context instead of prefilling it again.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+Turn = tuple[str, str]  # (question, answer)
+
+# Turns are folded this many at a time: the prompt's prefix then changes once per block, not at
+# every turn, and the turns in between extend the live context.
+FOLD_BLOCK = 4
+# The kept turns may take this share of the room after a fold, leaving space to grow into.
+REFILL_SHARE = 0.5
+# Without stuffed documents (an index), the conversation may take this share of the context.
+INDEX_SHARE = 0.25
+SUMMARY_QUESTION = "What did we discuss earlier in this conversation?"
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """The turns the prompt carries, and why (for --explain)."""
+
+    turns: list[Turn]
+    folded: int  # earliest turns folded into the summary turn
+    reason: str
+
+
+def _first_sentence(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split())
+    m = re.search(r"(?<=[.!?])\s", text)
+    first = text[: m.start()] if m else text
+    return first if len(first) <= limit else first[: limit].rsplit(" ", 1)[0] + "…"
+
+
+def summary_turn(turns: Sequence[Turn]) -> Turn:
+    """One turn standing for many: each question and the first sentence of its answer."""
+    lines = [f"- Asked: {_first_sentence(q)} Answered: {_first_sentence(a)}" for q, a in turns]
+    return SUMMARY_QUESTION, "Earlier, in this conversation:\n" + "\n".join(lines)
+
+
+def fit_history(history: Sequence[Turn], room: int, count: Callable[[str], int],
+                overhead: int = 12) -> Fitted:
+    """The turns that fit `room` tokens: all when they fit, else the newest whole with the
+    oldest folded into a summary turn, FOLD_BLOCK at a time (the limit is what fits, not a
+    number of turns)."""
+    history = list(history)
+    if not history:
+        return Fitted([], 0, "")
+    sizes = [count(q) + count(a) + overhead for q, a in history]
+    if sum(sizes) <= room:
+        return Fitted(history, 0, f"conversation: all {len(history)} earlier turn(s) carried "
+                                  f"({sum(sizes)} of {room} tokens for it)")
+    folded = 0
+    while folded < len(history):
+        folded = min(len(history), folded + FOLD_BLOCK)
+        if sum(sizes[folded:]) <= room * REFILL_SHARE or folded == len(history):
+            break
+    summary = summary_turn(history[:folded])
+    while count(summary[1]) + overhead > room * (1 - REFILL_SHARE) and "\n" in summary[1]:
+        head, *lines = summary[1].split("\n")  # too long itself: the oldest lines go first
+        summary = (summary[0], "\n".join([head] + lines[2:]) if len(lines) > 1 else head)
+    kept = history[folded:]
+    return Fitted([summary] + kept, folded,
+                  f"conversation: {folded} earliest turn(s) folded into a summary, {len(kept)} "
+                  f"kept whole; the documents stay (the context leaves {room} tokens for the "
+                  f"conversation)")
+
+
+def retrieval_query(question: str, history: Sequence[Turn], turns: int = 2) -> str:
+    """What a follow-up searches for: the last questions of the conversation with the new one,
+    so "and what does the lowercase one do?" after a question about sed's G still finds the
+    hold space. A question that stands alone (no history) is searched as it is."""
+    earlier = [q for q, _ in list(history)[-turns:] if q != SUMMARY_QUESTION]
+    return " ".join(earlier + [question]) if earlier else question
+
+
+@dataclass
+class Thread:
+    """A conversation being continued or started: its id, its turns so far, and what it is about."""
+
+    id: str
+    turns: list[Turn]
+    paths: list[str]
+    index: str | None
+    mode: str
+    resumed: bool = False
+
+
+def open_thread(history, continue_id: str | None, paths: list[str], index: str | None,
+                mode: str) -> Thread:
+    """The conversation to continue ("last" for the newest, or an id), or a new one. A continued
+    conversation keeps its documents and index when none are given now. `history` is a
+    lcdoc.history.History, or None when nothing is recorded (then nothing can be continued)."""
+    from lcdoc.errors import UsageError
+    from lcdoc.history import new_conversation_id
+
+    if continue_id is None:
+        return Thread(new_conversation_id(), [], list(paths), index, mode)
+    if history is None:
+        raise UsageError("nothing to continue: the history is off (history = false, "
+                         "LCDOC_HISTORY=0 or --no-log)")
+    cid = history.last_conversation() if continue_id == "last" else continue_id
+    entries = history.turns(cid) if cid else []
+    if not entries:
+        raise UsageError("no conversation to continue yet" if continue_id == "last" else
+                         f"no conversation {continue_id!r} in the history (lcdoc log lists them)")
+    last = entries[-1]
+    return Thread(cid, [(e.question, e.answer) for e in entries],
+                  list(paths) or list(last.paths), index or last.index_name,
+                  mode if mode != "auto" else last.mode, resumed=True)
