@@ -157,8 +157,21 @@ def _fit_conversation(turns: list[tuple[str, str]], question: str, doc_tokens: i
     pre, suf, _ = eng.chat_parts(SYSTEM, "", question, [])
     bare = context_budget(eng.n_ctx, eng.count(pre + suf) + 32, answer_tokens)
     stuffable = doc_tokens is not None and doc_tokens <= min(bare, limit or bare)
-    room = bare - doc_tokens - 16 if stuffable else int(eng.n_ctx * INDEX_SHARE)
-    return fit_history(turns, max(0, room), eng.count)
+    room = max(0, bare - doc_tokens - 16 if stuffable else int(eng.n_ctx * INDEX_SHARE))
+    # What the template adds per turn, measured on this conversation rendered whole.
+    whole, _, _ = eng.chat_parts(SYSTEM, "", question, turns)
+    raw = sum(eng.count(q) + eng.count(a) for q, a in turns)
+    overhead = max(8, -(-(eng.count(whole) - eng.count(pre) - raw) // len(turns)) + 1)
+    limit_room = room
+    for _ in range(4):  # the estimate is close; the rendered prompt decides
+        fitted = fit_history(turns, room, eng.count, overhead)
+        pre_h, suf_h, _ = eng.chat_parts(SYSTEM, "", question, fitted.turns)
+        over = context_budget(eng.n_ctx, eng.count(pre_h + suf_h) + 32, answer_tokens) - \
+            (bare - limit_room)
+        if over >= 0:
+            break
+        room = max(0, room + 2 * over)
+    return fitted
 
 
 def _index_size(index, budget: int, eng) -> tuple[int | None, list[Document] | None]:

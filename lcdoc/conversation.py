@@ -15,11 +15,12 @@ from typing import Callable, Sequence
 
 Turn = tuple[str, str]  # (question, answer)
 
-# Turns are folded this many at a time: the prompt's prefix then changes once per block, not at
-# every turn, and the turns in between extend the live context.
-FOLD_BLOCK = 4
-# The kept turns may take this share of the room after a fold, leaving space to grow into.
-REFILL_SHARE = 0.5
+# Turns are folded in blocks of about half the room (at least this many turns): the folded part
+# then stays the same for many turns, each of which extends the live context, and the prompt is
+# re-prefilled from the summary on only once a block.
+MIN_FOLD_BLOCK = 4
+# The summary of folded turns may take this share of the room (its oldest lines go first).
+SUMMARY_SHARE = 0.2
 # Without stuffed documents (an index), the conversation may take this share of the context.
 INDEX_SHARE = 0.25
 SUMMARY_QUESTION = "What did we discuss earlier in this conversation?"
@@ -48,10 +49,13 @@ def summary_turn(turns: Sequence[Turn]) -> Turn:
 
 
 def fit_history(history: Sequence[Turn], room: int, count: Callable[[str], int],
-                overhead: int = 12) -> Fitted:
+                overhead: int = 16) -> Fitted:
     """The turns that fit `room` tokens: all when they fit, else the newest whole with the
-    oldest folded into a summary turn, FOLD_BLOCK at a time (the limit is what fits, not a
-    number of turns)."""
+    oldest folded into one summary turn (the limit is what fits, not a number of turns).
+
+    Folds come in blocks sized from the first turns (which never change), so the fold point is
+    the same from one turn to the next until the kept turns outgrow the room again.
+    """
     history = list(history)
     if not history:
         return Fitted([], 0, "")
@@ -59,20 +63,29 @@ def fit_history(history: Sequence[Turn], room: int, count: Callable[[str], int],
     if sum(sizes) <= room:
         return Fitted(history, 0, f"conversation: all {len(history)} earlier turn(s) carried "
                                   f"({sum(sizes)} of {room} tokens for it)")
+    steady = max(128, room // 128 * 128)  # the room moves with each question's length: the
+    summary_room = int(steady * SUMMARY_SHARE)  # block and summary must not move with it
+    first = sizes[:MIN_FOLD_BLOCK]
+    block = max(MIN_FOLD_BLOCK, int(steady / 2 / (sum(first) / len(first))))
     folded = 0
-    while folded < len(history):
-        folded = min(len(history), folded + FOLD_BLOCK)
-        if sum(sizes[folded:]) <= room * REFILL_SHARE or folded == len(history):
-            break
-    summary = summary_turn(history[:folded])
-    while count(summary[1]) + overhead > room * (1 - REFILL_SHARE) and "\n" in summary[1]:
-        head, *lines = summary[1].split("\n")  # too long itself: the oldest lines go first
-        summary = (summary[0], "\n".join([head] + lines[2:]) if len(lines) > 1 else head)
+    while folded < len(history) and sum(sizes[folded:]) > room - summary_room:
+        folded = min(len(history), folded + block)
+    summary = _bounded_summary(history[:folded], summary_room, count, overhead)
     kept = history[folded:]
     return Fitted([summary] + kept, folded,
                   f"conversation: {folded} earliest turn(s) folded into a summary, {len(kept)} "
                   f"kept whole; the documents stay (the context leaves {room} tokens for the "
                   f"conversation)")
+
+
+def _bounded_summary(turns: Sequence[Turn], room: int, count: Callable[[str], int],
+                     overhead: int) -> Turn:
+    """summary_turn() cut to `room` tokens: the oldest lines go first."""
+    lines = summary_turn(turns)[1].split("\n")
+    head, body = lines[0], lines[1:]
+    while body and count("\n".join([head] + body)) + count(SUMMARY_QUESTION) + overhead > room:
+        body = body[1:]
+    return SUMMARY_QUESTION, "\n".join([head] + body)
 
 
 def retrieval_query(question: str, history: Sequence[Turn], turns: int = 2) -> str:

@@ -54,9 +54,18 @@ def test_a_snapshot_with_one_flipped_bit_is_refused(tmp_path):
     assert not path.exists()  # ... and gone for good
 
 
-def test_the_walk_is_iterative_and_names_links_out_of_the_tree(tmp_path):
+@pytest.fixture()
+def deep_tmp(tmp_path):
+    """tmp_path, removed with rm -rf afterwards: pytest's own cleanup recurses and a tree
+    1,100 levels deep would raise RecursionError in every later session."""
+    yield tmp_path
+    os.system(f"rm -rf '{tmp_path}'")
+
+
+def test_the_walk_is_iterative_and_names_links_out_of_the_tree(deep_tmp):
     from lcdoc.ingest import walk_paths
 
+    tmp_path = deep_tmp
     outside = tmp_path / "outside.txt"
     outside.write_text("secret text\n")
     root = tmp_path / "docs"
@@ -77,7 +86,6 @@ def test_the_walk_is_iterative_and_names_links_out_of_the_tree(tmp_path):
     assert "not followed" in why["folder-link"]
     files, _ = walk_paths([root], follow_links=True)
     assert "leak.txt" in [f.name for f in files]
-    os.system(f"rm -rf {root}")  # shutil.rmtree recurses 1,100 levels
 
 
 def test_names_are_shown_with_control_characters_escaped():
