@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What is run on the lent GPU host, in stages, each a separate device call, back to back so that
-# the build under /root/work survives: build | build-cublas | models | lb-cmp | batched | step-cost | bench-serve | bench-sum | smoke, and on a
+# the build under /root/work survives: build | build-cublas | models | lb-cmp | batched | step-cost | bench-serve | bench-chat | bench-sum | smoke, and on a
 # 2-GPU host: synth70 | multi-cli | multi-bench (CAP: the gpu_memory_gb limit that forces a split).
 # Carried: .carry/ (trimmed sdist, synth_gguf.py), .whl/ (wheels the host lacks), and the packaged
 # models' wheels (SmolLM2, MiniLM) in parts .gg-a ... .gg-d, each too large for one call.
@@ -37,6 +37,9 @@ for stage in "$@"; do
   bench-serve)
     python3 -m lcdoc.eval.clibench serve --model $B8 --ctx 131072 --doc-tokens 100000 --followups 3 \
       --json $OUT/serve.json 2>&1 | tee $OUT/serve.txt ;;
+  bench-chat)  # chat turns through the server and in-process, ask -c from new processes
+    python3 -m lcdoc.eval.clibench chat --model $B8 --ctx 131072 --doc-tokens ${DOC_TOKENS:-87000} \
+      --turns 3 --json $OUT/chat.json 2>&1 | tee $OUT/chat.txt ;;
   build-cublas)  # llama-bench only, with GGML_CUDA_FORCE_CUBLAS, for lb-cmp. Its libraries link
     # libstdc++ statically (check-libs failed on them; cause not traced): for lcdoc, build with
     # EXTRA_CMAKE_ARGS=-DGGML_CUDA_FORCE_CUBLAS=ON native/gpu-run.sh build instead.

@@ -3,6 +3,8 @@
     python -m lcdoc.eval.clibench serve --model M --ctx 131072 --doc-tokens 100000
     python -m lcdoc.eval.clibench summarize --model M --docs 16 --parallel 1,8 --ctx 32768
     python -m lcdoc.eval.clibench startup /usr/share/doc/r-doc-pdf/manual/R-intro.pdf
+    python -m lcdoc.eval.clibench chat --model M --ctx 131072 --doc-tokens 87000 --turns 3
+    python -m lcdoc.eval.clibench longchat DOC --ctx 4096 --turns 30
 
 `serve`: a cold question in-process (model load and full prefill), then `lcdoc serve` started and
 the same document asked through it (first question, then follow-ups), the server killed with
@@ -10,7 +12,11 @@ SIGKILL and one more question that must fall back to in-process work. `summarize
 hour of `lcdoc summarize --parallel N` for each N, side by side in one run. `startup`: `lcdoc
 index`, `search` and `ask`'s retrieval step on a manual, with PyTorch embedding (lcdoc 0.1's path,
 `LCDOC_EMBED_RUNTIME=torch`), ONNX Runtime at fp32, and the default (int8 on a machine without a
-GPU), side by side in one run. Tables are printed as
+GPU), side by side in one run. `chat`: a piped `lcdoc chat` through `lcdoc serve`, then `lcdoc ask
+-c` from new processes, then the same chat in-process (`--no-server`), each turn's time to first
+token, prompt and restored tokens. `longchat`: a piped chat of many turns at a small context
+(the conversation folded as it outgrows it), each turn's prompt, prefilled tokens and prefill
+time. Tables are printed as
 Markdown for docs/benchmarks.md, with the machine and commands; --json writes the raw rows.
 """
 
@@ -125,6 +131,88 @@ def bench_serve(a: argparse.Namespace) -> list[dict]:
     return rows
 
 
+CHAT_QUESTIONS = ["What is the access code for the north gate?", "Which gate was that for?",
+                  "Repeat the code once more.", "Is the code written in capitals?",
+                  "Who would need such a code?"]
+
+
+def _chat_rows(how: str, stdout: str, wall: float) -> list[dict]:
+    rows = []
+    for line in stdout.strip().splitlines():
+        d = json.loads(line)
+        rows.append({"run": how, "turn": d["turn"], "server": d["server"],
+                     "ttft_s": round(d["timings"]["prefill_s"], 3),
+                     "prompt": d["tokens"]["prompt"], "restored": d["tokens"].get("restored", 0),
+                     "context": d["tokens"]["context"], "wall_s": round(wall, 1)})
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    return rows
+
+
+def bench_chat(a: argparse.Namespace) -> list[dict]:
+    work = Path(tempfile.mkdtemp(prefix="lcdoc-chatbench-"))
+    env = {**os.environ, "LCDOC_SOCKET": str(work / "serve.sock"),
+           "LCDOC_INDEX_DIR": str(work / "indexes"),
+           "LCDOC_HISTORY_DB": str(work / "history.sqlite"), "LCDOC_ANSWER_TOKENS": "16"}
+    doc = work / "report.txt"
+    n = write_document(doc, a.doc_tokens, a.model, "The access code for the north gate is PELICAN-42. ")
+    print(f"document: {n} tokens", file=sys.stderr, flush=True)
+    model = ["--model", a.model] if a.model else []
+    chat = lcdoc("chat", str(doc), "--mode", "stuff", "--json", "--ctx", str(a.ctx), *model)
+    questions = "\n".join(CHAT_QUESTIONS[: a.turns]) + "\n"
+    rows = []
+    server = start_server(["--ctx", str(a.ctx), *model], env, work / "serve.log")
+    try:
+        t0 = time.perf_counter()
+        p = subprocess.run(chat, input=questions, capture_output=True, text=True, env=env)
+        rows += _chat_rows("chat through lcdoc serve", p.stdout, time.perf_counter() - t0)
+        for q in ("And the south gate?", "Which gate again?"):
+            t0 = time.perf_counter()
+            p = subprocess.run(lcdoc("ask", "-c", q, "--json", "--ctx", str(a.ctx), *model),
+                               capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+            rows += _chat_rows("ask -c, new process, server", p.stdout, time.perf_counter() - t0)
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+    t0 = time.perf_counter()
+    p = subprocess.run(chat + ["--no-server"], input=questions, capture_output=True, text=True,
+                       env=env)
+    rows += _chat_rows("chat in-process (--no-server)", p.stdout, time.perf_counter() - t0)
+    shutil.rmtree(work, ignore_errors=True)
+    return rows
+
+
+def bench_longchat(a: argparse.Namespace) -> list[dict]:
+    work = Path(tempfile.mkdtemp(prefix="lcdoc-longchat-"))
+    env = {**os.environ, "LCDOC_INDEX_DIR": str(work / "indexes"),
+           "LCDOC_HISTORY_DB": str(work / "history.sqlite")}
+    base = ["What is this document about?", "What does it say about patents?",
+            "And about trademarks?", "Can I redistribute the work?",
+            "What must I include when I redistribute?", "What is a Contribution?",
+            "Who is a Contributor?", "What is the warranty?", "What about liability?",
+            "Can I charge a fee for support?"]
+    questions = [base[i % len(base)] if i < len(base) else base[i % len(base)][:-1] + " again?"
+                 for i in range(a.turns)]
+    model = ["--model", a.model] if a.model else []
+    t0 = time.perf_counter()
+    p = subprocess.run(lcdoc("chat", str(a.doc), "--json", "--no-server", "--ctx", str(a.ctx),
+                             "--max-tokens", str(a.answer_tokens), "--explain", *model),
+                       input="\n".join(questions) + "\n", capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    folds = [ln for ln in p.stderr.splitlines() if "folded into a summary" in ln]
+    rows = []
+    for line in p.stdout.strip().splitlines():
+        d = json.loads(line)
+        t = d["tokens"]
+        rows.append({"turn": d["turn"], "route": d["route"], "prompt": t["prompt"],
+                     "restored": t["restored"], "prefilled": t["prompt"] - t["restored"],
+                     "prefill_s": round(d["timings"]["prefill_s"], 2),
+                     "fits": t["prompt"] <= t["context"]})
+    print(f"{len(rows)} of {a.turns} answered in {wall:.0f} s; {len(folds)} turn(s) carried a "
+          f"folded summary", file=sys.stderr)
+    shutil.rmtree(work, ignore_errors=True)
+    return rows
+
+
 def bench_summarize(a: argparse.Namespace) -> list[dict]:
     work = Path(tempfile.mkdtemp(prefix="lcdoc-sumbench-"))
     env = {**os.environ, "LCDOC_SOCKET": str(work / "none.sock"),
@@ -234,10 +322,22 @@ def main(argv: list[str] | None = None) -> None:
     u = sub.add_parser("startup")
     u.add_argument("paths", nargs="+")
     u.add_argument("--repeat", type=int, default=2)
-    for p in (s, m, u):
+    c = sub.add_parser("chat")
+    c.add_argument("--model")
+    c.add_argument("--ctx", type=int, default=8192)
+    c.add_argument("--doc-tokens", type=int, default=6000)
+    c.add_argument("--turns", type=int, default=3)
+    lc = sub.add_parser("longchat")
+    lc.add_argument("doc", type=Path)
+    lc.add_argument("--model")
+    lc.add_argument("--ctx", type=int, default=4096)
+    lc.add_argument("--turns", type=int, default=30)
+    lc.add_argument("--answer-tokens", type=int, default=48)
+    for p in (s, m, u, c, lc):
         p.add_argument("--json", type=Path, help="Write the rows here too.")
     a = ap.parse_args(argv)
-    rows = {"serve": bench_serve, "summarize": bench_summarize, "startup": bench_startup}[a.what](a)
+    rows = {"serve": bench_serve, "summarize": bench_summarize, "startup": bench_startup,
+            "chat": bench_chat, "longchat": bench_longchat}[a.what](a)
     from lcdoc.eval.bench import machine
 
     print(f"machine: {machine()}\ncommand: python -m lcdoc.eval.clibench "
