@@ -680,6 +680,8 @@ def chat(
         except KeyboardInterrupt:
             if not interactive:
                 raise
+            if session.engine is not None:  # cells of the cut answer: trust none of them
+                session.engine.forget_resident()
             sys.stdout.write("\n")
             console.log("(stopped; the question is not part of the conversation)")
             continue
