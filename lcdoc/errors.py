@@ -47,6 +47,6 @@ class DoesNotFitError(LcdocError):
     """The model or the requested context does not fit the memory available."""
 
 
-class Cancelled(Exception):
-    """Work stopped on purpose (its client went away, or the user pressed Ctrl-C): not an error
-    to report, so not an LcdocError."""
+class Cancelled(BaseException):
+    """Work stopped on purpose (its client went away): like KeyboardInterrupt, a BaseException,
+    so no handler that names one bad file and goes on to the next can swallow it."""

@@ -476,6 +476,7 @@ class Engine:
             hold = max(hold, REPEAT_SPAN)
         text, shown, raw = "", 0, b""
         first, finish, n_out = None, "length", 0
+        self._prefill(tokens)
         gen = self.llm.generate(tokens, top_k=1 if temperature == 0 else 40, temp=temperature,
                                 repeat_penalty=repeat_penalty, logits_processor=procs)
         for tok in gen:
@@ -515,6 +516,21 @@ class Engine:
             self._learn_pieces(self.llm.input_ids[: self.llm.n_tokens])
         first = first or end
         return Completion(text, len(tokens), n_out, cached, first - t0, end - first, finish)
+
+    def _prefill(self, tokens: list[int]) -> None:
+        """Feed the prompt past what the context holds, n_batch tokens at a time, asking
+        `cancel` between batches (llama-cpp-python's generate() would feed it in one call that
+        nothing can stop: a server whose client left would prefill 87K tokens for nobody). The
+        last token is left to generate(), which evaluates it again for fresh logits."""
+        start = self.resident_len(tokens)
+        end = len(tokens) - 1
+        if end - start <= self.llm.n_batch:
+            return
+        self.llm.n_tokens = start
+        for lo in range(start, end, self.llm.n_batch):
+            if self.cancel is not None and self.cancel():
+                raise Cancelled()
+            self.llm.eval(tokens[lo : min(end, lo + self.llm.n_batch)])
 
     def close(self) -> None:
         self.llm.close() if hasattr(self.llm, "close") else None
