@@ -75,7 +75,6 @@ class AskContext:
         self.timings["generate_s"] += comp.generate_s
         self.tokens["prompt"] = comp.n_prompt
         self.tokens["completion"] += comp.n_completion
-        self.tokens["prompts"] = self.tokens.get("prompts", 0) + 1
         return comp.text.strip()
 
     def everything(self) -> list[Document]:
