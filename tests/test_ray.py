@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -22,7 +23,10 @@ pytestmark = pytest.mark.slow
 
 LCDOC = shutil.which("lcdoc", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
 # Loopback only, with Ray's token authentication (the token is made by `ray start` if missing).
-RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+# Ray 2.60 starts a token-authenticated head only with a token given (it no longer makes one):
+# this cluster's own, for the head and every client of it.
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN": secrets.token_hex(32)}
 TOPICS = ["pump filters", "orchard frost", "bridge repairs", "library shelves", "harbour festival",
           "leave policy"]
 
