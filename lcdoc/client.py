@@ -22,8 +22,13 @@ def socket_path() -> Path:
     env = os.environ.get("LCDOC_SOCKET")
     if env:
         return Path(env).expanduser()
+    return own_socket_folder() / "serve.sock"
+
+
+def own_socket_folder() -> Path:
+    """lcdoc's own folder for its socket, which `lcdoc serve` may create and make 0700."""
     base = os.environ.get("XDG_RUNTIME_DIR") or str(Path.home() / ".cache")
-    return Path(base) / "lcdoc" / "serve.sock"
+    return Path(base) / "lcdoc"
 
 
 def server_disabled() -> bool:

@@ -94,16 +94,16 @@ class Server:
         self.engine.cache.memory_budget = budget
 
     def bind(self) -> None:
-        """Create the socket 0600 in a folder only this user can change: lcdoc's own folder is
-        made 0700; a folder that exists is checked and never changed (a socket straight in /tmp
-        must not chmod /tmp)."""
+        """Create the socket 0600 in a folder only this user can change: lcdoc's own folder
+        (and one --socket names that does not exist yet) is made 0700; any other folder that
+        exists is checked and never changed (a socket straight in /tmp must not chmod /tmp)."""
         from lcdoc import client
 
         folder = self.path.parent
-        if not folder.exists():
+        if not folder.exists() or folder == client.own_socket_folder():
             from lcdoc.private import private_dir
 
-            private_dir(folder)
+            private_dir(folder)  # made, or (lcdoc's own, and this user's) tightened, 0700
         self._check_folder(folder)
         if self.path.exists() or self.path.is_symlink():
             live = client.ping(self.path)

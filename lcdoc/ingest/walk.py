@@ -135,7 +135,7 @@ def walk_paths(
             consider(root, root.name, explicit=True)
         elif root.is_dir():
             for folder, dirnames, filenames in _tree(root):
-                for fn in filenames + [d for d in dirnames if (folder / d).is_symlink()]:
+                for fn in filenames:  # symbolic links, to folders too, are listed as files
                     p = folder / fn
                     rel = p.relative_to(root).as_posix()
                     if fn.startswith("."):
