@@ -18,7 +18,26 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"lcdoc {version('lcdoc')}")
+        except PackageNotFoundError:
+            print("lcdoc (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", "-V", callback=_version,
+                                                is_eager=True, help="Print the version.")] = False
+          ) -> None:
+    """Ask questions of long documents with a local model: stuffing or hybrid retrieval, per query."""
 
 IndexOpt = Annotated[str, typer.Option("--index", "-i", help="Index name (under the index dir) or path.")]
 IndexDirOpt = Annotated[Optional[Path], typer.Option("--index-dir", envvar="LCDOC_INDEX_DIR",
@@ -809,6 +828,90 @@ def _print_entry(e) -> None:
             print(f"  [{src['n']}] {_display(src['path'])}{page}{head}")
             if src.get("quote"):
                 print(f"      \u201c{console.safe(src['quote'])}\u201d")
+
+
+@app.command("indexes")
+def indexes_cmd(index_dir: IndexDirOpt = None, as_json: JsonOpt = False) -> None:
+    """List the indexes: documents, chunks, size on disk, embedding model, last update."""
+    import dataclasses
+
+    from lcdoc.housekeeping import list_indexes
+
+    s = _settings(index_dir=index_dir)
+    found = list_indexes(s.index_dir)
+    if as_json:
+        print(json.dumps([dataclasses.asdict(i) for i in found]))
+        return
+    if not found:
+        console.log(f"no indexes in {s.index_dir}")
+        return
+    print(f"{'name':<20} {'documents':>9} {'chunks':>8} {'size':>9}  {'embedding':<26} updated")
+    for i in found:
+        model = f"{i.embed_model.rsplit('/', 1)[-1][:20]} {i.embed_precision}".strip()
+        when = _when(i.updated) if i.updated else "-"
+        print(f"{console.safe(i.name):<20} {i.documents:>9} {i.chunks:>8} {_mb(i.bytes):>9}  "
+              f"{model:<26} {when}" + (f"  ({i.problem})" if i.problem else ""))
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 1024:.0f} KB"
+
+
+@app.command("drop")
+def drop_cmd(
+    name: Annotated[str, typer.Argument(help="The index's name (`lcdoc indexes` lists them).")],
+    index_dir: IndexDirOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask (for scripts).")] = False,
+) -> None:
+    """Delete an index (its folder under the index dir); asks first on a terminal."""
+    from lcdoc.errors import UsageError
+    from lcdoc.housekeeping import drop_index, list_indexes
+
+    s = _settings(index_dir=index_dir)
+    info = next((i for i in list_indexes(s.index_dir) if i.name == name), None)
+    if info is None:
+        drop_index(name, s.index_dir)  # says why it is not an index (a bad name, none there)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageError(f"drop {name}: add --yes to delete without asking")
+        what = f"{info.documents} documents, {_mb(info.bytes)}" if info else "?"
+        if not typer.confirm(f"Delete index {name} ({what})?", default=False, err=True):
+            raise typer.Exit(1)
+    folder = drop_index(name, s.index_dir)
+    console.log(f"deleted {folder}")
+
+
+@app.command("cache")
+def cache_cmd(
+    action: Annotated[Optional[str], typer.Argument(help="clear, or nothing to list.")] = None,
+    kind: Annotated[Optional[str], typer.Argument(
+        help="prompt, onnx, calibration, history or all (all: every cache but the history).")] = None,
+    index_dir: IndexDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """What the prompt cache, ONNX exports, calibration profiles and history hold; `cache clear KIND`."""
+    from lcdoc.errors import UsageError
+    from lcdoc.housekeeping import CACHE_KINDS, cache_sizes, clear_cache
+
+    s = _settings(index_dir=index_dir)
+    if action is None:
+        sizes = cache_sizes(s.index_dir)
+        if as_json:
+            print(json.dumps({k: {"path": p, "bytes": b, "files": n}
+                              for k, (p, b, n) in sizes.items()}))
+            return
+        for k, (p, b, n) in sizes.items():
+            print(f"{k:<12} {_mb(b):>9} {n:>6} file(s)  {console.safe(p)}")
+        return
+    if action != "clear":
+        raise UsageError(f"cache {action}: the action is clear (or nothing, to list)")
+    if kind not in CACHE_KINDS + ("all",):
+        raise UsageError(f"cache clear {kind or ''}: choose {', '.join(CACHE_KINDS)} or all")
+    freed = clear_cache(kind, s.index_dir)
+    if as_json:
+        print(json.dumps(freed))
+    for k, b in freed.items():
+        console.log(f"cleared {k}: {_mb(b)}")
 
 
 def _summary_digest(text: str | None, documents: list[str], out: Path | None, as_json: bool) -> None:
