@@ -97,6 +97,8 @@ def ask(
     index = Index.open(index_name, s.index_dir, embed_model=s.embed_model, allow_path=False) if index_name else None
     if not paths and index is None:
         raise UsageError("nothing to ask about: give files, '-' for stdin, or --index NAME")
+    if index is not None and not paths:
+        index.require_documents()
     docs, failed = gather_documents(paths, stdin_data) if paths else ([], [])
     if paths and not docs:
         raise InputFileError(failed[0][0] if failed else paths[0],

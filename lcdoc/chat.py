@@ -26,6 +26,11 @@ class ChatSession:
         for p in thread.paths:
             if not Path(p).exists():
                 raise InputFileError(p, "no such file or folder")
+        if thread.index is not None and not thread.paths:
+            from lcdoc.index import Index
+
+            with Index.open(thread.index, settings.index_dir, allow_path=False) as idx:
+                idx.require_documents()
         self.thread = thread
         self.settings = settings
         self.engine = None

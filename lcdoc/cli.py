@@ -16,7 +16,7 @@ from lcdoc.errors import LcdocError
 app = typer.Typer(
     help="Ask questions of long documents with a local model: stuffing or hybrid retrieval, per query.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -39,14 +39,15 @@ def _root(version: Annotated[bool, typer.Option("--version", "-V", callback=_ver
           ) -> None:
     """Ask questions of long documents with a local model: stuffing or hybrid retrieval, per query."""
 
-IndexOpt = Annotated[str, typer.Option("--index", "-i", help="Index name (under the index dir) or path.")]
+IndexOpt = Annotated[str, typer.Option("--index", "-i", metavar="NAME", help=(
+    "Index name: letters, digits, '.', '_', '-' (never a path; indexes live in the index dir)."))]
 IndexDirOpt = Annotated[Optional[Path], typer.Option("--index-dir", envvar="LCDOC_INDEX_DIR",
                                                      help="Folder holding named indexes.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object on stdout, for scripts.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or logs on stderr.")]
 RayOpt = Annotated[Optional[str], typer.Option(
     "--ray", help="Share the work out to a Ray cluster: its address, 'auto' (the one `ray start` "
-    "made here) or 'local' (a new one for this run). Needs pip install \"lcdoc[ray]\".")]
+    "made here) or 'local' (a new one for this run). Needs pip install \"lcdoc\\[ray]\".")]
 WorkersOpt = Annotated[Optional[int], typer.Option(
     "--workers", help="With --ray: actors to start (default: one per GPU, else one per CPU).")]
 NoServerOpt = Annotated[bool, typer.Option("--no-server", envvar="LCDOC_NO_SERVER",
@@ -54,8 +55,12 @@ NoServerOpt = Annotated[bool, typer.Option("--no-server", envvar="LCDOC_NO_SERVE
 
 
 def _settings(**flags):
+    from lcdoc.errors import UsageError
     from lcdoc.settings import load_settings
 
+    if flags.get("ctx") is not None and flags["ctx"] < 1:
+        raise UsageError(f"--ctx {flags['ctx']}: give a context of at least one token "
+                         f"(leave it out for the model's native context)")
     return load_settings(**flags)
 
 
@@ -71,7 +76,7 @@ def _display(path: str) -> str:
 
 @app.command("index")
 def index_cmd(
-    paths: Annotated[list[Path], typer.Argument(help="Files and folders to index (recursively).")],
+    paths: Annotated[list[Path], typer.Argument(metavar="PATH...", help="Files and folders to index (recursively).")],
     index: IndexOpt = "default",
     index_dir: IndexDirOpt = None,
     include: Annotated[list[str], typer.Option("--include", help="Glob of files to take (repeatable).")] = [],
@@ -88,8 +93,11 @@ def index_cmd(
     """Build or update an index: only new or changed files are embedded; deleted ones are dropped."""
     from lcdoc.index import Index, update_index
 
+    from lcdoc.index.index import index_path
+
     console.QUIET = quiet
     s = _settings(index_dir=index_dir, max_file_mb=max_mb)
+    existed = (index_path(index, s.index_dir, allow_path=False) / "index.sqlite").exists()
     idx = Index.open(index, s.index_dir, create=True, embed_model=s.embed_model, allow_path=False,
                      embed_precision=s.embed_precision)
     embed_with = None
@@ -138,7 +146,15 @@ def index_cmd(
               f"index holds {counts['documents']} documents, {counts['chunks']} chunks "
               f"({rep.vector_index} vectors)")
     if not rep.ok:
-        raise typer.Exit(1)
+        if not existed and not counts["documents"]:  # an index of nothing is not left behind
+            import shutil
+
+            idx.close()
+            shutil.rmtree(idx.folder, ignore_errors=True)
+        from lcdoc.errors import NothingToReadError
+
+        raise NothingToReadError(f"nothing to index in {', '.join(_display(str(p)) for p in paths)}"
+                                 f" (no readable document)")
 
 
 @app.command()
@@ -163,6 +179,8 @@ def search(
         raise UsageError(f"--mode {mode}: choose hybrid, bm25 or dense")
     if not 1 <= k <= 10_000:
         raise UsageError(f"-k {k}: ask for between 1 and 10000 passages")
+    if not query.strip():
+        raise UsageError("the query is empty")
     s = _settings(index_dir=index_dir)
     from lcdoc.remote import search_remote
 
@@ -170,7 +188,7 @@ def search(
     server = hits is not None
     if hits is None:
         with Index.open(index, s.index_dir, allow_path=False) as idx:
-            hits = idx.search(query, k=k, mode=mode)  # type: ignore[arg-type]
+            hits = idx.require_documents().search(query, k=k, mode=mode)  # type: ignore[arg-type]
     if as_json:
         print(json.dumps({"results": [h.as_json() for h in hits], "server": server}))
         return
@@ -364,7 +382,7 @@ def doctor(index_dir: IndexDirOpt = None, as_json: JsonOpt = False) -> None:
 @app.command()
 def ask(
     question: Annotated[str, typer.Argument(help="The question.")],
-    paths: Annotated[Optional[list[str]], typer.Argument(help="Files or folders; '-' reads stdin.")] = None,
+    paths: Annotated[Optional[list[str]], typer.Argument(metavar="[PATH...]", help="Files or folders; '-' reads stdin.")] = None,
     index: Annotated[Optional[str], typer.Option("--index", "-i", help="Also (or only) ask this index.")] = None,
     index_dir: IndexDirOpt = None,
     mode: Annotated[str, typer.Option("--mode", help="auto, stuff, rag or hybrid.")] = "auto",
@@ -461,9 +479,15 @@ def _answer(question, paths, index, mode, s, explain, stream, no_server, stdin_d
         sys.stdout.flush()
 
     ans = None
+    why_local: list[str] = []  # what the client said when it did not use a running server
+
+    def remote_log(message: str) -> None:
+        why_local.append(message.removeprefix("lcdoc: "))
+        console.log(message)
+
     if not no_server:
         ans = ask_remote(question, paths, index, mode, s, on_text if stream else None, on_route,
-                         stdin_data, history, log=console.log)
+                         stdin_data, history, log=remote_log)
     if ans is None:
         from lcdoc.ask import ask as ask_fn
 
@@ -475,13 +499,25 @@ def _answer(question, paths, index, mode, s, explain, stream, no_server, stdin_d
     if explain and ans.escalated:
         console.err.print(f"  - {ans.reasons[-1]}", markup=False)
     if explain:
-        console.err.print("  - answered by the running lcdoc server (model and document states "
-                          "resident)" if ans.server else "  - answered in this process (no "
-                          "server running; `lcdoc serve` keeps the model and documents resident)",
+        console.err.print("  - " + _where_answered(ans.server, no_server, why_local, engine),
                           markup=False)
     for path, why in ans.failed:
         _name_failure(path, why)
     return ans
+
+
+def _where_answered(server: bool, no_server: bool, why_local: list[str], engine=None) -> str:
+    """The one --explain line about the server: used, or why not."""
+    if server:
+        return "answered by the running lcdoc server (model and document states resident)"
+    if engine is not None:
+        return "answered in this process (the model this chat loaded, documents resident)"
+    if why_local:
+        return f"answered in this process: {why_local[-1]}"
+    if no_server:
+        return "answered in this process (--no-server)"
+    return ("answered in this process (no server running; `lcdoc serve` keeps the model and "
+            "documents resident)")
 
 
 def _name_failure(path: str, why: str) -> None:
@@ -527,7 +563,7 @@ def _save_state(ans) -> None:
 
 @app.command()
 def summarize(
-    paths: Annotated[list[str], typer.Argument(help="Files and folders (recursively).")],
+    paths: Annotated[list[str], typer.Argument(metavar="PATH...", help="Files and folders (recursively).")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write one Markdown file per "
                                                 "document here (mirroring folders) plus index.md.")] = None,
     style: Annotated[str, typer.Option("--style", help="brief, detailed or bullets.")] = "brief",
@@ -653,7 +689,7 @@ def serve(
 
 @app.command()
 def chat(
-    paths: Annotated[Optional[list[str]], typer.Argument(help="Files or folders to talk about.")] = None,
+    paths: Annotated[Optional[list[str]], typer.Argument(metavar="[PATH...]", help="Files or folders to talk about.")] = None,
     index: Annotated[Optional[str], typer.Option("--index", "-i", help="Also (or only) this index.")] = None,
     index_dir: IndexDirOpt = None,
     mode: Annotated[str, typer.Option("--mode", help="auto, stuff, rag or hybrid (per question).")] = "auto",

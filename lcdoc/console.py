@@ -10,9 +10,11 @@ from typing import Iterator
 
 from rich.console import Console
 
-err = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")) or None, highlight=False,
+# NO_COLOR (no-color.org): no escape codes at all, bold and dim included, not only no colour.
+_PLAIN = bool(os.environ.get("NO_COLOR"))
+err = Console(stderr=True, color_system=None if _PLAIN else "auto", highlight=False,
               soft_wrap=True)
-out = Console(no_color=bool(os.environ.get("NO_COLOR")) or None, highlight=False, soft_wrap=True)
+out = Console(color_system=None if _PLAIN else "auto", highlight=False, soft_wrap=True)
 
 QUIET = False
 

@@ -27,6 +27,11 @@ class InputFileError(LcdocError):
         return (type(self), (self.path, self.problem))
 
 
+class NothingToReadError(LcdocError):
+    """No document to work on: an empty folder, only unreadable files, an empty index (exit 1,
+    the same for every command)."""
+
+
 class IndexMissingError(LcdocError):
     """The named index does not exist."""
 

@@ -283,8 +283,11 @@ class Server:
         from lcdoc.index import Index
 
         s = self._settings(req)
+        if not req["query"].strip():
+            raise UsageError("the query is empty")
         with Index.open(req["index"], s.index_dir, allow_path=False) as idx:
-            hits = idx.search(req["query"], k=int(req.get("k", 5)), mode=req.get("mode", "hybrid"))
+            hits = idx.require_documents().search(req["query"], k=int(req.get("k", 5)),
+                                                  mode=req.get("mode", "hybrid"))
         send("search", results=[h.as_json() for h in hits], server=True)
 
     def _summarize(self, req: dict, send) -> None:

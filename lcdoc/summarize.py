@@ -10,10 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
+from urllib.parse import quote
 
 from lcdoc.errors import InputFileError, LcdocError, UsageError
 from lcdoc.ingest import Document, chunk_document, load_path, walk_paths
@@ -180,9 +182,31 @@ def _atomic_write(path: Path, text: str) -> None:
     write_private(path, text, errors="backslashreplace")  # a non-UTF-8 file name
 
 
+def whole_sentences(text: str) -> str:
+    """The text without a last sentence cut off by the token limit: it ends at the last full
+    sentence (or the last whole line of a list); only a text with neither is kept, marked "…"."""
+    text = text.rstrip()
+    if not text or re.search(r"[.!?…:;)\]\"'»”’]$", text):
+        return text
+    ends = [m.end() for m in re.finditer(r"[.!?…][\"'»”’)\]]*(?=\s)", text)]
+    line = text.rfind("\n")
+    cut = max(ends[-1] if ends else -1, line)
+    return text[:cut].rstrip() if cut > 0 else text + "…"
+
+
 def _md(s: Summary, key: str) -> str:
-    meta = json.dumps({"sha256": s.sha256, "settings": key, **s.as_json()})
+    """The summary's file: a small comment (the document's hash and the settings, what decides
+    whether it is still current), its title and the summary."""
+    meta = json.dumps({"sha256": s.sha256, "settings": key, "route": s.route, "chunks": s.chunks,
+                       "tokens": s.tokens, "seconds": round(s.seconds, 2), "levels": s.levels})
     return f"<!-- lcdoc-summary {meta} -->\n# {Path(s.path).name}\n\n{s.summary}\n"
+
+
+def _md_summary(meta: dict, body: str) -> str:
+    """The summary text of a summary file (older files carried it in the comment too)."""
+    if "summary" in meta:
+        return meta["summary"]
+    return body.split("\n", 1)[1].strip() if body.startswith("# ") else body.strip()
 
 
 def _read_md(path: Path) -> tuple[dict, str] | None:
@@ -234,6 +258,11 @@ def summarize_paths(
             report.failed.append((sk.path, sk.reason))
             if on_failure:
                 on_failure(sk.path, sk.reason)
+    if not files:
+        from lcdoc.errors import NothingToReadError
+
+        raise NothingToReadError(f"nothing to summarize in {', '.join(map(str, paths))} "
+                                 f"(no readable document)")
     key = settings_key(engine.model_id, style, max_words, prompt, engine.n_ctx)
     roots = [Path(p) for p in paths]
 
@@ -273,6 +302,8 @@ def summarize_paths(
 
     def finish(f: Path, s: Summary, reused: bool, cache_file: Path | None) -> None:
         nonlocal done_count, tokens_done
+        if not reused:
+            s = replace(s, summary=whole_sentences(s.summary))
         target = out_path(f) if out_dir else None
         if not reused:
             _atomic_write(cache_file, json.dumps({**s.as_json(), "levels": s.levels}))
@@ -284,7 +315,8 @@ def summarize_paths(
         if on_result:
             on_result(s, reused)
         if out_dir and time.monotonic() - index_written[0] > INDEX_EVERY_S:
-            write_index(out_dir, report.done + report.reused, report.failed)
+            write_index(out_dir, report.done + report.reused, report.failed,
+                        {d: t for t, d in claimed.items()})
             index_written[0] = time.monotonic()
         done_count += 1
         if not reused:
@@ -341,7 +373,7 @@ def summarize_paths(
             prior = _read_md(target) if target and target.exists() else None
             if prior and prior[0].get("sha256") == doc.sha256 and prior[0].get("settings") == key:
                 m = prior[0]
-                finish(f, Summary(str(f), m["summary"], m["route"], m["chunks"], m["tokens"],
+                finish(f, Summary(str(f), _md_summary(m, prior[1]), m["route"], m["chunks"], m["tokens"],
                                   m["seconds"], m.get("levels", 1), doc.sha256), True, None)
                 continue
             if cache_file.exists():
@@ -383,20 +415,32 @@ def summarize_paths(
         if decoder is not None:
             decoder.close()
     if out_dir:
-        write_index(out_dir, report.done + report.reused, report.failed)
+        write_index(out_dir, report.done + report.reused, report.failed,
+                        {d: t for t, d in claimed.items()})
     if on_progress:
         on_progress("documents", len(files), len(files))
     return report
 
 
-def write_index(out_dir: Path, summaries: list[Summary], failed: list[tuple[str, str]]) -> None:
-    """out_dir/index.md: every summary's file and first sentence, and every failure."""
-    lines = ["# Summaries", ""]
+def _first_sentence(text: str, limit: int = 240) -> str:
+    text = " ".join(text.split())
+    m = re.search(r"(?<=[.!?])\s", text)
+    first = text[: m.start()] if m else text
+    return first if len(first) <= limit else first[:limit].rsplit(" ", 1)[0] + "…"
+
+
+def write_index(out_dir: Path, summaries: list[Summary], failed: list[tuple[str, str]],
+                links: dict[str, Path] | None = None) -> None:
+    """out_dir/index.md: a table of contents, each document a link to its summary (relative to
+    index.md) with the summary's whole first sentence, then every failure."""
+    lines = ["# Summaries", "", f"{len(summaries)} document(s).", ""]
     for s in sorted(summaries, key=lambda x: x.path):
-        first = s.summary.strip().split("\n")[0][:200]
-        lines.append(f"- **{s.path}** ({s.route}, {s.tokens} tokens): {first}")
+        name = Path(s.path).name.replace("[", "\\[").replace("]", "\\]")
+        target = (links or {}).get(s.path)
+        title = f"[{name}]({quote(target.relative_to(out_dir).as_posix())})" if target else name
+        lines.append(f"- {title}: {_first_sentence(s.summary)}")
     if failed:
-        lines += ["", "## Not summarised", ""] + [f"- {p}: {why}" for p, why in failed]
+        lines += ["", "## Not summarised", ""] + [f"- {Path(p).name}: {why}" for p, why in failed]
     _atomic_write(out_dir / "index.md", "\n".join(lines) + "\n")
 
 

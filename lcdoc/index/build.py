@@ -47,8 +47,9 @@ class IndexReport:
 
     @property
     def ok(self) -> bool:
-        """False only when files were given and none could be indexed or was already indexed."""
-        return self.indexed + self.unchanged > 0 or (not self.failed and not self.skipped)
+        """False when nothing could be read: no document indexed, none already there, none
+        removed (an empty folder, or only unreadable files)."""
+        return self.indexed + self.unchanged + self.removed > 0
 
 
 def doc_key(path: Path | str) -> str:
@@ -261,8 +262,8 @@ class _Batches:
         if self.cancelled:  # abandon(): stop at the next batch rather than embed the rest
             raise _Cancelled()
         self.embedded += n
-        if self.on_progress:
-            self.on_progress("embedding", self.embedded, -1)
+        if self.on_progress:  # the total is what has been read so far: final once reading ends
+            self.on_progress("embedding", self.embedded, max(self.report.chunks, self.embedded))
 
     def _submit(self) -> None:
         if not self.pending:

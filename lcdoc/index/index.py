@@ -85,6 +85,15 @@ class Index:
     def name(self) -> str:
         return self.folder.name
 
+    def require_documents(self) -> "Index":
+        """This index, or NothingToReadError when it holds no document (nothing to search)."""
+        from lcdoc.errors import NothingToReadError
+
+        if not self.store.counts()["documents"]:
+            raise NothingToReadError(f"index {self.name} is empty: nothing to read "
+                                     f"(lcdoc index PATH --index {self.name} fills it)")
+        return self
+
     # --- vectors ------------------------------------------------------------------------
     def _build_vectors(self):
         n = self.store.counts()["chunks"]
