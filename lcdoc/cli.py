@@ -526,15 +526,18 @@ def _name_failure(path: str, why: str) -> None:
 
 
 def _print_sources(ans) -> None:
+    """The cited sources in [n] order, each quote on one line; all of them, said once, when
+    the answer cites none (--json keeps every source, as it was)."""
     if not ans.supported:
         print("\n(No source sentence holds what this answer claims: check it before relying on it.)")
-    if ans.sources:
-        print("\nSources:")
-        for src in ans.sources:
-            print(f"  [{src.n}] {src.label_for(_display(src.path))}"
-                  + ("" if src.cited else "  (not cited)"))
-            if src.quote and src.cited:
-                print(f"      \u201c{src.quote}\u201d")
+    if not ans.sources:
+        return
+    cited = [s for s in ans.sources if s.cited]
+    print("\nSources:" if cited else "\nSources (the answer cites none by number; all it was given):")
+    for src in sorted(cited or ans.sources, key=lambda s: s.n):
+        print(f"  [{src.n}] {src.label_for(_display(src.path))}")
+        if src.quote:
+            print(f"      \u201c{_shorten(console.safe(src.quote), 96)}\u201d")
 
 
 def _log_answer(ans) -> None:

@@ -226,9 +226,9 @@ def attribute(answer: str, docs: list[Document], question: str, top: int = 3) ->
     scored.sort(key=lambda x: -x[0])
     out, seen = [], set()
     for score, i, path, page, heading, text in scored:
-        if (path, page, heading) in seen or score <= 0:
+        if i in seen or score <= 0:  # one source per document: [n] is the document's number
             continue
-        seen.add((path, page, heading))
+        seen.add(i)
         out.append(Source(i, path, page, heading, score,
                           quote=best_quote(answer, question, text).text))
         if len(out) == top:

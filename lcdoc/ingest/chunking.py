@@ -17,7 +17,7 @@ from lcdoc.ingest.document import Document
 # Lines that open a section: Markdown ATX, numbered headings as PDFs and manuals print them.
 ATX = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.M)
 # Bumped when chunk boundaries or headings change: indexes built before are re-chunked.
-CHUNKER_VERSION = 3
+CHUNKER_VERSION = 4  # 4: a numbered line whose sentence runs on is a list item
 # A table-of-contents line: dot leaders, or a title followed by its page number.
 TOC_LINE = re.compile(r"(\s*\.){3,}\s*\d*$|\s\d{1,4}$")
 NUMBERED = re.compile(r"^((?:\d+\.)*\d+)\.?[ \t]+([A-Z][^\n]{1,80})$", re.M)
@@ -105,8 +105,12 @@ def find_headings(text: str, kind: str) -> list[tuple[int, int, str]]:
         for m in NUMBERED.finditer(text):
             title = m.group(2).strip()
             words = title.split()
-            # A numbered list item reads as a sentence; a heading is short and unpunctuated.
+            # A numbered list item reads as a sentence; a heading is short and unpunctuated,
+            # and the line after it does not carry its sentence on ("2 Redistributions in
+            # binary form must reproduce the above copyright\nnotice, this list ...").
             if len(words) > 10 or title[-1] in ".,;:)" or m.start() in found:
+                continue
+            if re.match(r"[ \t]*[a-z(,;]", text[m.end() + 1 : m.end() + 40]):
                 continue
             if TOC_LINE.search(title):  # "3.1 Incremental CRC . . . . 4": a contents entry
                 continue
