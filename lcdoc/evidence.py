@@ -88,14 +88,28 @@ def _windows(texts: list[str]) -> list[set[str]]:
     return out
 
 
-def supported(answer: str, question: str, texts: list[str]) -> bool:
+def exact_terms(claim: str, question: str) -> set[str]:
+    """The claim's numbers and names (capitalised words past a sentence's first), which a
+    supporting sentence must hold exactly: "31-41-58" is not supported by "31-41-59"."""
+    words = re.findall(r"[A-Za-z0-9][\w.\-]*[A-Za-z0-9]|\d", claim)
+    numbers = {w.lower() for w in words if any(ch.isdigit() for ch in w)}
+    names = {w.lower() for i, w in enumerate(words)
+             if i > 0 and w[0].isupper() and w.lower() not in STOP and len(w) > 2}
+    return ((numbers | names) & terms(claim)) - terms(question)
+
+
+def supported(answer: str, question: str, texts: list[str], exact: bool = True) -> bool:
     """At least half of the answer's sentences that claim something beyond the question find
-    most of their key terms in one sentence (or two adjacent) of the texts given to the model.
-    An answer that claims nothing beyond the question (a yes, a refusal) is not judged here."""
-    claims = [key_terms(c, question) for c in sentences(re.sub(r"\[\d+\]", " ", answer))]
-    claims = [c for c in claims if c]
+    most of their key terms in one sentence (or two adjacent) of the texts given to the model,
+    and (exact) every number and name they state. An answer that claims nothing beyond the
+    question (a yes, a refusal) is not judged here."""
+    plain = re.sub(r"\[\d+\]", " ", answer)
+    claims = [(key_terms(c, question), exact_terms(c, question) if exact else set())
+              for c in sentences(plain)]
+    claims = [(c, x) for c, x in claims if c]
     if not claims:
         return True
     windows = _windows(texts)
-    held = sum(1 for c in claims if any(len(c & w) >= SUPPORT * len(c) for w in windows))
+    held = sum(1 for c, x in claims
+               if any(len(c & w) >= SUPPORT * len(c) and x <= w for w in windows))
     return 2 * held >= len(claims)

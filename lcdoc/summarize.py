@@ -423,6 +423,9 @@ def summarize_paths(
 
 
 def _first_sentence(text: str, limit: int = 240) -> str:
+    """The summary's first whole sentence, its own Markdown headings and bullets left out."""
+    text = re.sub(r"(?m)^\s*#+\s.*$", "", text)
+    text = re.sub(r"(?m)^\s*(?:[-*+]|\d+[.)])\s+", "", text)
     text = " ".join(text.split())
     m = re.search(r"(?<=[.!?])\s", text)
     first = text[: m.start()] if m else text

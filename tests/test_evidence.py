@@ -90,3 +90,29 @@ def test_the_sweep_stops_at_the_first_length_below_the_threshold_unless_full(mon
     assert sorted(map(int, quick.grid)) == [1024, 2048] and quick.effective_length == 1024
     full = cal.calibrate(Eng(), load_settings(), [1024, 2048, 4096], full=True)
     assert sorted(map(int, full.grid)) == [1024, 2048, 4096] and full.effective_length == 1024
+
+
+def test_a_different_number_or_name_is_not_support():
+    from lcdoc.evidence import supported
+
+    text = ["The vault combination is 31-41-59, kept by Ottoline Marsh in the north office."]
+    q = "What is the vault combination?"
+    assert supported("The combination is 31-41-59, kept by Ottoline Marsh.", q, text)
+    assert not supported("The combination is 31-41-58, kept by Ottoline Marsh.", q, text)
+    assert not supported("The combination is 31-41-59, kept by Ottoline Penrose.", q, text)
+    assert supported("The combination is 31-41-58, kept by Ottoline Marsh.", q, text, exact=False)
+
+
+def test_the_labelled_set_is_judged_better_with_exact_numbers_and_names():
+    from pathlib import Path
+
+    import pytest
+
+    from lcdoc.eval.support import DEFAULT, labelled, score
+
+    paths = [p for p in DEFAULT if Path(p).exists()]
+    if len(paths) < 2:
+        pytest.skip("Debian's licence texts are not on this machine")
+    items = labelled(paths, 6, 0)
+    before, after = score(items, exact=False), score(items, exact=True)
+    assert after["precision"] > before["precision"] and after["recall"] >= 0.95
