@@ -267,6 +267,7 @@ def summarize_paths(
     roots = [Path(p) for p in paths]
 
     claimed: dict[Path, str] = {}  # output file -> the document it belongs to, in this run
+    titles: dict[str, str] = {}  # document -> its own title, for index.md
 
     def out_path(f: Path) -> Path:
         """Mirror of the folders; two documents that would share a file name get the second a
@@ -316,7 +317,7 @@ def summarize_paths(
             on_result(s, reused)
         if out_dir and time.monotonic() - index_written[0] > INDEX_EVERY_S:
             write_index(out_dir, report.done + report.reused, report.failed,
-                        {d: t for t, d in claimed.items()})
+                        {d: t for t, d in claimed.items()}, titles)
             index_written[0] = time.monotonic()
         done_count += 1
         if not reused:
@@ -368,6 +369,7 @@ def summarize_paths(
                 if on_failure:
                     on_failure(str(f), e.problem)
                 continue
+            titles[str(f)] = document_title(doc)
             cache_file = cache_dir / f"{doc.sha256[:32]}-{key}.json"
             target = out_path(f) if out_dir else None
             prior = _read_md(target) if target and target.exists() else None
@@ -416,7 +418,7 @@ def summarize_paths(
             decoder.close()
     if out_dir:
         write_index(out_dir, report.done + report.reused, report.failed,
-                        {d: t for t, d in claimed.items()})
+                        {d: t for t, d in claimed.items()}, titles)
     if on_progress:
         on_progress("documents", len(files), len(files))
     return report
@@ -432,15 +434,30 @@ def _first_sentence(text: str, limit: int = 240) -> str:
     return first if len(first) <= limit else first[:limit].rsplit(" ", 1)[0] + "…"
 
 
+def document_title(doc: Document) -> str:
+    """The document's own title: its first level-1 heading (a PDF's first bookmark, a Markdown
+    '# ', an underlined title) near the start, else nothing (index.md then shows the file name)."""
+    from lcdoc.ingest.chunking import find_headings
+
+    heads = list(doc.outline) or find_headings(doc.text[:20_000], doc.kind)
+    for pos, level, title in heads[:3]:
+        if level == 1 and pos < 4000 and 2 <= len(title) <= 120:
+            return " ".join(title.split())
+    return ""
+
+
 def write_index(out_dir: Path, summaries: list[Summary], failed: list[tuple[str, str]],
-                links: dict[str, Path] | None = None) -> None:
+                links: dict[str, Path] | None = None, titles: dict[str, str] | None = None
+                ) -> None:
     """out_dir/index.md: a table of contents, each document a link to its summary (relative to
     index.md) with the summary's whole first sentence, then every failure."""
     lines = ["# Summaries", "", f"{len(summaries)} document(s).", ""]
     for s in sorted(summaries, key=lambda x: x.path):
-        name = Path(s.path).name.replace("[", "\\[").replace("]", "\\]")
+        name = Path(s.path).name
+        own = (titles or {}).get(s.path, "")
+        label = (f"{own} ({name})" if own else name).replace("[", "\\[").replace("]", "\\]")
         target = (links or {}).get(s.path)
-        title = f"[{name}]({quote(target.relative_to(out_dir).as_posix())})" if target else name
+        title = f"[{label}]({quote(target.relative_to(out_dir).as_posix())})" if target else label
         lines.append(f"- {title}: {_first_sentence(s.summary)}")
     if failed:
         lines += ["", "## Not summarised", ""] + [f"- {Path(p).name}: {why}" for p, why in failed]
