@@ -9,9 +9,10 @@ for several turns and each next turn still extends the context instead of prefil
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Callable, Sequence
+
+from lcdoc.evidence import first_sentence
 
 Turn = tuple[str, str]  # (question, answer)
 
@@ -35,16 +36,10 @@ class Fitted:
     reason: str
 
 
-def _first_sentence(text: str, limit: int = 160) -> str:
-    text = " ".join(text.split())
-    m = re.search(r"(?<=[.!?])\s", text)
-    first = text[: m.start()] if m else text
-    return first if len(first) <= limit else first[: limit].rsplit(" ", 1)[0] + "…"
-
-
 def summary_turn(turns: Sequence[Turn]) -> Turn:
     """One turn standing for many: each question and the first sentence of its answer."""
-    lines = [f"- Asked: {_first_sentence(q)} Answered: {_first_sentence(a)}" for q, a in turns]
+    lines = [f"- Asked: {first_sentence(q, 160)} Answered: {first_sentence(a, 160)}"
+             for q, a in turns]
     return SUMMARY_QUESTION, "Earlier, in this conversation:\n" + "\n".join(lines)
 
 

@@ -42,6 +42,14 @@ def key_terms(answer: str, question: str) -> set[str]:
     return terms(answer) - terms(question)
 
 
+def first_sentence(text: str, limit: int = 240) -> str:
+    """The first whole sentence on one line, cut at a word (with "…") past `limit` characters."""
+    text = " ".join(text.split())
+    m = re.search(r"(?<=[.!?])\s", text)
+    first = text[: m.start()] if m else text
+    return first if len(first) <= limit else first[:limit].rsplit(" ", 1)[0] + "…"
+
+
 def sentences(text: str) -> list[str]:
     return [s.strip() for s in SENTENCE.split(text) if s and s.strip()]
 

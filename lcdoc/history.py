@@ -93,13 +93,12 @@ class Entry:
 
 _COLUMNS = ("id, conversation, turn, time, question, answer, route, model, paths, index_name, "
             "mode, documents, sources, plan, timings, tokens")
+_NAMES = [c.strip() for c in _COLUMNS.split(",")]
 _JSON = {"paths", "documents", "sources", "plan", "timings", "tokens"}
 
 
 def _entry(row: tuple) -> Entry:
-    names = [c.strip() for c in _COLUMNS.split(",")]
-    values = {n: (json.loads(v) if n in _JSON else v) for n, v in zip(names, row)}
-    return Entry(**values)
+    return Entry(**{n: (json.loads(v) if n in _JSON else v) for n, v in zip(_NAMES, row)})
 
 
 class History:
@@ -181,7 +180,7 @@ class History:
             if not expr:
                 return []
             rows = self.db.execute(
-                f"SELECT {', '.join('e.' + c.strip() for c in _COLUMNS.split(','))} FROM "
+                f"SELECT {', '.join('e.' + c for c in _NAMES)} FROM "
                 f"entries_fts f JOIN entries e ON e.id = f.rowid WHERE entries_fts MATCH ? "
                 f"ORDER BY bm25(entries_fts), e.id DESC LIMIT ?", (expr, n)).fetchall()
         elif conversation:

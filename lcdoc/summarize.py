@@ -424,14 +424,12 @@ def summarize_paths(
     return report
 
 
-def _first_sentence(text: str, limit: int = 240) -> str:
+def _first_sentence(text: str) -> str:
     """The summary's first whole sentence, its own Markdown headings and bullets left out."""
+    from lcdoc.evidence import first_sentence
+
     text = re.sub(r"(?m)^\s*#+\s.*$", "", text)
-    text = re.sub(r"(?m)^\s*(?:[-*+]|\d+[.)])\s+", "", text)
-    text = " ".join(text.split())
-    m = re.search(r"(?<=[.!?])\s", text)
-    first = text[: m.start()] if m else text
-    return first if len(first) <= limit else first[:limit].rsplit(" ", 1)[0] + "…"
+    return first_sentence(re.sub(r"(?m)^\s*(?:[-*+]|\d+[.)])\s+", "", text))
 
 
 def document_title(doc: Document) -> str:
