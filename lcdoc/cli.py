@@ -957,9 +957,10 @@ def _summary_digest(text: str | None, documents: list[str], out: Path | None, as
     if not text:
         return
     if out is not None:
-        (out / "digest.md").write_text("# Digest\n\n" + text + "\n\n" + "\n".join(
-            f"[{i}] {p}" for i, p in enumerate(documents, 1)) + "\n",
-            encoding="utf-8", errors="backslashreplace")
+        from lcdoc.private import write_private
+
+        write_private(out / "digest.md", "# Digest\n\n" + text + "\n\n" + "\n".join(
+            f"[{i}] {p}" for i, p in enumerate(documents, 1)) + "\n", errors="backslashreplace")
     if as_json:
         print(json.dumps({"digest": text, "documents": documents}))
     else:
