@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["Index", "update_index", "__version__"]
+__all__ = ["Index", "update_index", "ask", "__version__"]
 
 
 def __getattr__(name: str):
@@ -13,4 +13,8 @@ def __getattr__(name: str):
         from lcdoc import index
 
         return getattr(index, name)
+    if name == "ask":
+        from lcdoc.qa.ask import ask
+
+        return ask
     raise AttributeError(name)

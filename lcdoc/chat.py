@@ -2,7 +2,7 @@
 
 Each question is routed on its own (a follow-up may need other passages), and each answer sees
 the turns before it: all of them while they fit, the oldest folded into a summary when they do
-not (lcdoc.conversation). The documents' state stays resident, in a running server or in this
+not (lcdoc.qa.conversation). The documents' state stays resident, in a running server or in this
 process, and each turn extends it: the documents, earlier questions and answers are never
 prefilled again.
 """
@@ -10,9 +10,12 @@ prefilled again.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
+from typing import Iterator
 
-from lcdoc.conversation import Thread
+from lcdoc import console
+from lcdoc.app.conversations import Thread
 from lcdoc.errors import InputFileError, UsageError
 from lcdoc.settings import Settings
 
@@ -27,9 +30,9 @@ class ChatSession:
             if not Path(p).exists():
                 raise InputFileError(p, "no such file or folder")
         if thread.index is not None and not thread.paths:
-            from lcdoc.index import Index
+            from lcdoc.app.local import open_index
 
-            with Index.open(thread.index, settings.index_dir, allow_path=False) as idx:
+            with open_index(thread.index, settings) as idx:
                 idx.require_documents()
         self.thread = thread
         self.settings = settings
@@ -38,6 +41,14 @@ class ChatSession:
     @property
     def history(self) -> list[tuple[str, str]]:
         return self.thread.turns
+
+    def interrupted(self) -> None:
+        """Ctrl-C mid-answer: the cells of the cut answer are trusted no more; the question is
+        not part of the conversation."""
+        if self.engine is not None:
+            self.engine.forget_resident()
+        sys.stdout.write("\n")
+        console.log("(stopped; the question is not part of the conversation)")
 
     def remember(self, answer) -> None:
         """Keep the engine that answered in-process, with its context resident."""
@@ -70,3 +81,37 @@ def line_editor(history_file: Path):
             pass
 
     return save
+
+
+def greeting(thread: Thread) -> None:
+    if thread.resumed:
+        console.log(f"lcdoc chat: conversation {thread.id}, resumed at turn "
+                    f"{len(thread.turns) + 1}")
+    else:
+        console.log(f"lcdoc chat: conversation {thread.id}")
+    console.log("ask about the documents; Ctrl-C stops an answer; an empty line, Ctrl-D or "
+                "Ctrl-C at the prompt ends")
+
+
+def questions(interactive: bool, history_db: Path) -> Iterator[str]:
+    """Questions typed at a prompt (with line editing; typed questions kept beside the history
+    database) or read one per line from a pipe."""
+    if not interactive:
+        for line in sys.stdin:
+            if line.strip():
+                yield line.strip()
+        return
+    save = line_editor(history_db.with_name("chat-questions"))
+    try:
+        while True:
+            try:
+                line = input("> ")
+            except (EOFError, KeyboardInterrupt):
+                sys.stdout.write("\n")
+                return
+            if not line.strip():
+                return
+            yield line.strip()
+    finally:
+        if save:
+            save()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from lcdoc.errors import LcdocError, UsageError
 
@@ -124,15 +124,9 @@ class SummarizeWorker:
             return str(e) if isinstance(e, LcdocError) else f"{type(e).__name__}: {e}"
 
 
-class _Plan:
-    n_seq = 1
-
-
 class RaySummarizer:
-    """What summarize_paths needs of an engine (model_id, n_ctx, plan), with the documents
-    summarised by actors; `summaries` yields (index, Summary or the problem) as each returns."""
-
-    plan = _Plan()
+    """A summarizer (lcdoc.summarize.Summarizer) whose documents are summarised by actors on a
+    Ray cluster, each with the model loaded once; results come back as each finishes."""
 
     def __init__(self, address: str, engine_args: dict, options: dict, workers: int | None = None,
                  log: Callable[[str], None] | None = None) -> None:
@@ -146,12 +140,16 @@ class RaySummarizer:
         if log:
             log(f"Ray: {n} summarize worker(s) on {address}" + (" (one GPU each)" if gpus else ""))
 
-    def summaries(self, docs: list) -> Iterator[tuple[int, Any]]:
+    def run(self, docs: Iterable, done: Callable[[Any, Any], None]) -> None:
+        """Every document to the workers at once; done(document, Summary or its problem)."""
+        docs = list(docs)
+
         def retry(i: int, why: str) -> None:
             if self.log:
                 self.log(f"{docs[i].path}: {why}")
 
-        return self.pool.map_unordered("summarize", docs, retry)
+        for i, result in self.pool.map_unordered("summarize", docs, retry):
+            done(docs[i], result)
 
     def close(self) -> None:
         self.pool.close()
@@ -161,10 +159,10 @@ class RaySummarizer:
 class EmbedWorker:
     """A Ray actor: the embedding model loaded once, at the index's precision."""
 
-    def __init__(self, model_dir: str | None, precision: str) -> None:
+    def __init__(self, model_dir: str | None, precision: str, runtime: str | None = None) -> None:
         from lcdoc.index.embed import get_embedder
 
-        self.embedder = get_embedder(model_dir, precision, True)
+        self.embedder = get_embedder(model_dir, precision, True, runtime)
 
     def identity(self) -> dict:
         e = self.embedder
@@ -181,11 +179,11 @@ class RayEmbedder:
     PART = 64  # texts per task: small enough to spread a batch, large enough to batch well
 
     def __init__(self, address: str, model_dir: str | None, precision: str,
-                 workers: int | None = None) -> None:
+                 workers: int | None = None, runtime: str | None = None) -> None:
         self.ray = connect(address)
         gpus = bool(self.ray.cluster_resources().get("GPU"))
         n = workers or default_workers(self.ray, gpus)
-        self.pool = ActorPool(self.ray, EmbedWorker, n, (model_dir, precision), gpus)
+        self.pool = ActorPool(self.ray, EmbedWorker, n, (model_dir, precision, runtime), gpus)
         who = self.pool.call_one("identity")
         self.name, self.dim, self.precision = who["name"], who["dim"], who["precision"]
         self.workers = n

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from importlib import metadata
 from pathlib import Path
 
@@ -49,10 +48,3 @@ def find_embedding_model(dist_name: str = EMBED_PACKAGE) -> Path:
             return p.parent
     raise ModelMissingError(f"no sentence-transformers model folder found in package {dist_name}")
 
-
-def default_llm_path() -> Path:
-    """The model used when neither --model nor LCDOC_MODEL nor the config names one."""
-    env = os.environ.get("LCDOC_MODEL")
-    if env:
-        return Path(env)
-    return find_packaged_gguf()

@@ -9,7 +9,6 @@ idle timeout, on SIGTERM or on Ctrl-C, removing its socket.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
@@ -24,6 +23,8 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+from lcdoc.app.local import LocalApp
+from lcdoc.app.requests import SERVED, from_json, sending
 from lcdoc.errors import Cancelled, LcdocError, UsageError
 from lcdoc.settings import Settings
 
@@ -81,14 +82,12 @@ class Server:
         s = self.settings
         try:  # at the precision new indexes get here (each index's own is loaded when it differs)
             get_embedder(str(s.embed_model) if s.embed_model else None,
-                         s.embed_precision or default_precision())
+                         s.embed_precision or default_precision(), runtime=s.embed_runtime)
         except LcdocError as e:
             self.log(f"lcdoc serve: no embedder ({e}); retrieval will load it per request")
         n_seq = self.parallel or 1  # each sequence costs a context's cache: only when asked
-        self.engine = Engine(s.model, n_ctx=s.ctx, kv_type=s.kv_type, gpu_layers=s.gpu_layers,
-                             cache_dir=s.index_dir / ".prompt-cache", n_threads=s.threads,
-                             n_seq=n_seq, keep_resident=True, memory_bytes=0,
-                             disk_bytes=s.prompt_cache_bytes)
+        self.engine = Engine.from_settings(s, n_seq=n_seq, keep_resident=True, memory_bytes=0)
+        self.app = LocalApp(self.engine, serving=True)
         budget = self.memory_bytes if self.memory_bytes is not None else \
             int(ram_available() * MEMORY_SHARE)
         self.engine.cache.memory_budget = budget
@@ -97,7 +96,7 @@ class Server:
         """Create the socket 0600 in a folder only this user can change: lcdoc's own folder
         (and one --socket names that does not exist yet) is made 0700; any other folder that
         exists is checked and never changed (a socket straight in /tmp must not chmod /tmp)."""
-        from lcdoc import client
+        from lcdoc.app import client
 
         folder = self.path.parent
         if not folder.exists() or folder == client.own_socket_folder():
@@ -204,19 +203,20 @@ class Server:
 
         try:
             conn.settimeout(REQUEST_TIMEOUT_S)
-            req = check_request(read_request(rfile))
+            raw = read_request(rfile)
             conn.settimeout(WRITE_TIMEOUT_S)  # a client that stops reading is a client gone
-            op = req["op"]
-            if op == "ping":
+            if raw.get("op") == "ping" and len(raw) == 1:
                 send("pong", **self.describe())
                 return
+            req = check_request(raw)
+            op = req.op
             self._busy += 1
             try:
                 with self._work:
                     t0 = time.perf_counter()
                     self.engine.cancel = lambda: client_gone(conn)
                     try:
-                        getattr(self, f"_{op}")(req, send)
+                        self.run(req, send)
                     finally:
                         self.engine.cancel = None
                 self.log(f"lcdoc serve: {op} in {time.perf_counter() - t0:.2f} s")
@@ -239,110 +239,33 @@ class Server:
         except (OSError, ValueError):
             pass
 
-    def _settings(self, req: dict) -> Settings:
-        flags = req.get("settings") or {}
-        changes = {k: (Path(flags[k]) if k in ("index_dir", "embed_model") and flags.get(k) else
-                       flags.get(k)) for k in ("index_dir", "embed_model", "answer_tokens",
-                                               "chunk_tokens", "chunk_overlap", "max_file_mb")}
-        return self.settings.replace(**changes)
-
-    def mismatch(self, req: dict) -> str | None:
-        """Why this server's model or plan is not the one the client asked for, or None."""
-        flags = req.get("settings") or {}
+    def mismatch(self, s: Settings) -> str | None:
+        """Why this server's model or plan is not the one the request's settings ask for, or
+        None (settings left unset take whatever the server runs)."""
         e = self.engine
-        if flags.get("model") and Path(flags["model"]).expanduser().resolve() != e.path.resolve():
-            return f"it runs {e.path.name}, not {Path(flags['model']).name}"
-        if flags.get("ctx") and int(flags["ctx"]) != e.n_ctx:
-            return f"it runs a {e.n_ctx}-token context, not {flags['ctx']}"
-        if flags.get("kv_type") and flags["kv_type"] != e.plan.type_k:
-            return f"its KV cache is {e.plan.type_k}, not {flags['kv_type']}"
-        if flags.get("gpu_layers") is not None and int(flags["gpu_layers"]) != e.plan.n_gpu_layers:
-            return f"it has {e.plan.n_gpu_layers} GPU layers, not {flags['gpu_layers']}"
+        if s.model and Path(s.model).expanduser().resolve() != e.path.resolve():
+            return f"it runs {e.path.name}, not {Path(s.model).name}"
+        if s.ctx and int(s.ctx) != e.n_ctx:
+            return f"it runs a {e.n_ctx}-token context, not {s.ctx}"
+        if s.kv_type and s.kv_type != e.plan.type_k:
+            return f"its KV cache is {e.plan.type_k}, not {s.kv_type}"
+        if s.gpu_layers is not None and int(s.gpu_layers) != e.plan.n_gpu_layers:
+            return f"it has {e.plan.n_gpu_layers} GPU layers, not {s.gpu_layers}"
         return None
 
-    def _ask(self, req: dict, send) -> None:
-        from lcdoc.ask import ask
-
-        why = self.mismatch(req)
+    def run(self, req: Any, send: Callable[..., None]) -> None:
+        """One request on the resident model: its events streamed back as they happen, then
+        its result (or why this server does not fit it)."""
+        why = self.mismatch(req.settings) if req.op in ("ask", "summarize") else None
         if why:
             send("mismatch", reason=why)
             return
-        try:
-            stdin = base64.b64decode(req["stdin"], validate=True) \
-                if req.get("stdin") is not None else None
-        except ValueError as e:
-            raise UsageError(f"request: stdin is not base64 ({e})") from e
-        ans = ask(req["question"], req.get("paths") or [], req.get("index"), req.get("mode", "auto"),
-                  engine=self.engine, settings=self._settings(req),
-                  on_text=(lambda t: send("text", text=t)) if req.get("stream") else None,
-                  on_route=lambda r: send("route", route=r.route, reasons=list(r.reasons)),
-                  stdin_data=stdin, history=[tuple(h) for h in req.get("history") or []])
-        send("answer", answer={**ans.as_json(), "server": True})
-
-    def _search(self, req: dict, send) -> None:
-        from lcdoc.index import Index
-
-        s = self._settings(req)
-        if not req["query"].strip():
-            raise UsageError("the query is empty")
-        with Index.open(req["index"], s.index_dir, allow_path=False) as idx:
-            hits = idx.require_documents().search(req["query"], k=int(req.get("k", 5)),
-                                                  mode=req.get("mode", "hybrid"))
-        send("search", results=[h.as_json() for h in hits], server=True)
-
-    def _summarize(self, req: dict, send) -> None:
-        """Summaries streamed back one by one; the client's leaving stops the run."""
-        from lcdoc.summarize import summarize_paths
-
-        why = self.mismatch(req)
-        if why:
-            send("mismatch", reason=why)
-            return
-        s = self._settings(req)
-        out = Path(req["out"]) if req.get("out") else None
-        parallel = min(int(req.get("parallel") or self.engine.plan.n_seq), self.engine.plan.n_seq)
-        self.engine.forget_resident()  # side-by-side batches reuse the context's cells
-        rep = summarize_paths(
-            req["paths"], self.engine, out, s.index_dir / ".summaries", req.get("style", "brief"),
-            int(req.get("max_words", 150)), req.get("prompt"), tuple(req.get("include") or ()),
-            tuple(req.get("exclude") or ()),
-            on_result=lambda sm, reused: send("result", summary=sm.as_json(), reused=reused),
-            on_failure=lambda p, why: send("failure", path=p, reason=why),
-            on_level=lambda m: send("log", message=m),
-            on_progress=lambda stage, done, total, info="": send(
-                "progress", stage=stage, done=done, total=total, info=info),
-            parallel=parallel)
-        extra: dict[str, Any] = {}
-        everything = rep.done + rep.reused
-        if req.get("digest") and everything:
-            from lcdoc.summarize import digest
-
-            extra = {"digest": digest(everything, self.engine),
-                     "documents": [x.path for x in everything]}
-        send("summarize", done=len(rep.done), reused=len(rep.reused),
-             failed=[list(f) for f in rep.failed], parallel=parallel, server=True, **extra)
+        result = getattr(self.app, req.op)(req, sending(send, getattr(req, "stream", False)))
+        send(req.op, result=result.as_json())
 
 
 # --- the wire: reading and checking a request -----------------------------------------------
 WRITE_TIMEOUT_S = 120.0  # a client that reads nothing for this long is taken for gone
-
-MODES = ("auto", "stuff", "rag", "hybrid")
-SEARCH_MODES = ("hybrid", "bm25", "dense")
-_OPT = type(None)
-# Each operation's fields and their types: what the CLI validates, the server checks again,
-# since anything this user runs may connect to the socket.
-FIELDS: dict[str, dict[str, tuple]] = {
-    "ping": {},
-    "ask": {"question": (str,), "paths": (list,), "index": (str, _OPT), "mode": (str,),
-            "settings": (dict,), "stream": (bool,), "stdin": (str, _OPT), "history": (list,)},
-    "search": {"query": (str,), "index": (str,), "k": (int,), "mode": (str,),
-               "settings": (dict,)},
-    "summarize": {"paths": (list,), "out": (str, _OPT), "settings": (dict,), "style": (str,),
-                  "max_words": (int,), "prompt": (str, _OPT), "include": (list,),
-                  "exclude": (list,), "parallel": (int, _OPT), "digest": (bool,)},
-}
-REQUIRED = {"ask": ("question",), "search": ("query", "index"), "summarize": ("paths",)}
-
 
 def read_request(rfile) -> dict:
     """One request line, at most MAX_REQUEST_BYTES, as a JSON object; UsageError otherwise."""
@@ -360,36 +283,12 @@ def read_request(rfile) -> dict:
     return req
 
 
-def check_request(req: dict) -> dict:
-    """The request, if every field has its type and a value the CLI would accept."""
-    op = req.get("op")
-    if op not in FIELDS:
-        raise UsageError(f"unknown request {op!r}")
-    for key in REQUIRED.get(op, ()):
-        if req.get(key) is None:
-            raise UsageError(f"request {op}: {key} is missing")
-    for key, value in req.items():
-        if key == "op":
-            continue
-        types = FIELDS[op].get(key)
-        if types is None:
-            raise UsageError(f"request {op}: unknown field {key!r}")
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            raise UsageError(f"request {op}: {key} must be "
-                             f"{' or '.join(t.__name__ for t in types)}")
-    for key in ("paths", "include", "exclude"):
-        if not all(isinstance(x, str) for x in req.get(key) or []):
-            raise UsageError(f"request {op}: {key} must be a list of strings")
-    if not all(isinstance(h, list) and len(h) == 2 and all(isinstance(x, str) for x in h)
-               for h in req.get("history") or []):
-        raise UsageError(f"request {op}: history must be a list of [question, answer]")
-    modes = SEARCH_MODES if op == "search" else MODES
-    if "mode" in req and req["mode"] not in modes:
-        raise UsageError(f"--mode {req['mode']}: choose one of {', '.join(modes)}")
-    for key, lo in (("k", 1), ("max_words", 1), ("parallel", 1)):
-        if req.get(key) is not None and not lo <= req[key] <= 10_000:
-            raise UsageError(f"request {op}: {key} must be between {lo} and 10000")
-    return req
+def check_request(req: dict) -> Any:
+    """The typed request (lcdoc.app.requests) a JSON object describes, every field checked as
+    the CLI checks it: anything this user runs may connect to the socket."""
+    if req.get("op") not in SERVED:
+        raise UsageError(f"unknown request {req.get('op')!r}")
+    return from_json(req)
 
 
 def client_gone(conn: socket.socket) -> bool:
@@ -401,3 +300,10 @@ def client_gone(conn: socket.socket) -> bool:
         return bool(readable) and conn.recv(1, socket.MSG_PEEK) == b""
     except (OSError, ValueError):
         return True
+
+
+def default_socket() -> Path:
+    """LCDOC_SOCKET, else lcdoc's own folder in the user's runtime folder (or ~/.cache/lcdoc)."""
+    from lcdoc.app import client
+
+    return client.socket_path()

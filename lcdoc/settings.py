@@ -13,7 +13,7 @@ from lcdoc.errors import UsageError
 CONFIG_PATH = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "lcdoc" / "config.toml"
 
 
-def _default_index_dir() -> Path:
+def default_index_dir() -> Path:
     # indexes/ of the working directory when it is an lcdoc checkout, else the user's data folder.
     here = Path.cwd() / "indexes"
     if here.is_dir():
@@ -25,7 +25,7 @@ def _default_index_dir() -> Path:
 class Settings:
     """Every tunable in one place, so the CLI, the config file and the environment agree."""
 
-    index_dir: Path = field(default_factory=_default_index_dir)
+    index_dir: Path = field(default_factory=default_index_dir)
     model: Path | None = None  # GGUF; None means the packaged SmolLM2
     embed_model: Path | None = None  # sentence-transformers folder; None means packaged MiniLM
     ctx: int | None = None  # requested context; None means the model's native context
@@ -51,7 +51,8 @@ class Settings:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
-def _coerce(name: str, raw: Any) -> Any:
+def coerce(name: str, raw: Any) -> Any:
+    """A setting's value from text (the config file, the environment, the wire) as its type."""
     kind = {f.name: f.type for f in fields(Settings)}[name]
     if raw is None:
         return None
@@ -90,10 +91,10 @@ def load_settings(config_path: Path | None = None, **flags: Any) -> Settings:
         for k, v in data.items():
             if k not in names:
                 raise UsageError(f"{path}: unknown setting {k!r}")
-            values[k] = _coerce(k, v)
+            values[k] = coerce(k, v)
     for k in names:
         env = os.environ.get(f"LCDOC_{k.upper()}")
         if env:
-            values[k] = _coerce(k, env)
+            values[k] = coerce(k, env)
     values.update({k: v for k, v in flags.items() if v is not None})
     return Settings(**values)

@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+LCDOC = [sys.executable, "-m", "lcdoc"]  # the console script as a user runs it
+
+
+def run_lcdoc(args: list[str], env: dict | None = None, stdin: str | None = None,
+              timeout: float = 600, **kw) -> subprocess.CompletedProcess:
+    """One `lcdoc` command in a new process, text in and out: env is added to this process's
+    environment; stdin is the text piped in (None: no stdin at all, as from cron)."""
+    return subprocess.run(LCDOC + [str(a) for a in args], input=stdin, capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=timeout,
+                          **({} if stdin is not None else {"stdin": subprocess.DEVNULL}), **kw)
 
 
 def make_pdf(path: Path, pages: list[str], title: str | None = None) -> Path:

@@ -2,17 +2,14 @@
 
 import gzip
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from lcdoc.ask import ask, lost_in_the_middle_order
-from lcdoc.route import choose_route, needs_whole
+from lcdoc.qa.ask import ask, lost_in_the_middle_order
+from lcdoc.qa.route import choose_route, needs_whole
 from lcdoc.settings import load_settings
-from tests.conftest import FILLER, make_pdf
+from tests.conftest import FILLER, make_pdf, run_lcdoc
 
 SEDFAQ = Path("/usr/share/doc/sed/sedfaq.txt.gz")
 NEEDLE = "The access code for the archive room is 7341."
@@ -79,9 +76,7 @@ def test_long_document_is_retrieved_and_cites_the_right_pdf_page(tmp_path, setti
 
 
 def run(args, stdin=None, env=None):
-    e = dict(os.environ, **(env or {}))
-    return subprocess.run([sys.executable, "-m", "lcdoc", *args], input=stdin, capture_output=True,
-                          text=True, env=e, timeout=600)
+    return run_lcdoc(args, env, stdin)
 
 
 @pytest.mark.slow
@@ -185,7 +180,7 @@ def test_self_route_widens_retrieval_when_the_document_does_not_fit(tmp_path, se
 
 
 def test_sources_keep_the_numbers_the_model_saw_and_uncited_ones_are_marked():
-    from lcdoc.ask import Source, mark_cited
+    from lcdoc.qa.ask import Source, mark_cited
 
     srcs = [Source(i, f"d{i}.txt", i, "", 1.0 / i) for i in (1, 2, 3)]
     out = mark_cited("The pumps run at night [3], checked weekly [2].", srcs)
@@ -195,7 +190,7 @@ def test_sources_keep_the_numbers_the_model_saw_and_uncited_ones_are_marked():
 
 
 def test_an_answer_saying_the_sources_lack_it_is_attributed_to_no_page():
-    from lcdoc.ask import attribute
+    from lcdoc.qa.ask import attribute
     from lcdoc.ingest import Document
 
     doc = Document("r.txt", "The generator is tested on Mondays by the duty engineer.", "text", "")

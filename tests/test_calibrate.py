@@ -11,14 +11,13 @@ import sys
 
 import pytest
 
-from tests.conftest import FILLER, make_pdf
+from tests.conftest import FILLER, make_pdf, run_lcdoc
 
 pytestmark = pytest.mark.slow
 
 
 def lcdoc(args, env):
-    return subprocess.run([sys.executable, "-m", "lcdoc", *args], capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=900)
+    return run_lcdoc(args, env, timeout=900)
 
 
 def test_calibration_is_stored_per_model_and_plan_and_used_by_router_and_plan(tmp_path):

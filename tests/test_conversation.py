@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from lcdoc.conversation import (SUMMARY_QUESTION, fit_history, open_thread, retrieval_query,
-                                summary_turn)
-from lcdoc.history import History
+from lcdoc.app.conversations import open_thread
+from lcdoc.app.history import History
+from lcdoc.qa.conversation import SUMMARY_QUESTION, fit_history, retrieval_query, summary_turn
 from tests.conftest import FILLER
 
 LCDOC = [sys.executable, "-m", "lcdoc"]
@@ -98,7 +98,7 @@ def test_a_damaged_history_is_set_aside_not_deleted(tmp_path):
 def test_concurrent_writers_each_get_their_own_turn(tmp_path):
     db = tmp_path / "h.sqlite"
     History(db).close()
-    code = ("import sys; from lcdoc.history import History\n"
+    code = ("import sys; from lcdoc.app.history import History\n"
             "h = History(__import__('pathlib').Path(sys.argv[1]))\n"
             "for i in range(20): h.record('shared', f'q{i}', {'answer': 'a'}, [], None, 'auto')\n")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(db)]) for _ in range(4)]

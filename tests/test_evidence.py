@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from lcdoc.ask import Source, drop_unknown_citations
-from lcdoc.calibrate import effective_length
-from lcdoc.evidence import best_quote, key_terms, supported
-from lcdoc.route import choose_route, default_stuff_limit
+from lcdoc.qa.ask import Source, drop_unknown_citations
+from lcdoc.qa.calibrate import effective_length
+from lcdoc.qa.evidence import best_quote, key_terms, supported
+from lcdoc.qa.route import choose_route, default_stuff_limit
 
 MANUAL = ("7 Reading data from files. Large data objects will usually be read as values from "
           "external files rather than entered at the keyboard. To read an entire data frame "
@@ -55,8 +55,8 @@ def test_auto_stuffs_only_up_to_the_limit_and_retrieves_beyond_it():
 
 
 def test_the_sweep_stops_at_the_first_length_below_the_threshold_unless_full(monkeypatch):
-    import lcdoc.ask
-    from lcdoc import calibrate as cal
+    import lcdoc.qa.ask
+    from lcdoc.qa import calibrate as cal
 
     class Eng:  # counts words; the planted facts are found only in haystacks up to 1,024 words
         n_ctx, path, cache_settings = 8192, __file__, "test"
@@ -80,7 +80,7 @@ def test_the_sweep_stops_at_the_first_length_below_the_threshold_unless_full(mon
             p in x for p in cal.PLACES) and len(x.split()) < 20)
         return Ans(fact if len(hay.split()) <= 1100 else "no idea")
 
-    monkeypatch.setattr(lcdoc.ask, "ask", fake_ask)
+    monkeypatch.setattr(lcdoc.qa.ask, "ask", fake_ask)
     monkeypatch.setattr(cal, "profile_path", lambda *a: __import__("pathlib").Path(
         __import__("tempfile").mkdtemp()) / "p.json")
     monkeypatch.setattr(cal, "model_sha256", lambda p: "0" * 64)
@@ -93,7 +93,7 @@ def test_the_sweep_stops_at_the_first_length_below_the_threshold_unless_full(mon
 
 
 def test_a_different_number_or_name_is_not_support():
-    from lcdoc.evidence import supported
+    from lcdoc.qa.evidence import supported
 
     text = ["The vault combination is 31-41-59, kept by Ottoline Marsh in the north office."]
     q = "What is the vault combination?"

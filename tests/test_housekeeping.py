@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
+
+from tests.conftest import run_lcdoc
 
 LCDOC = [sys.executable, "-m", "lcdoc"]
 
@@ -21,8 +22,7 @@ def env(tmp_path):
 
 
 def run(env, *args, **kw):
-    return subprocess.run(LCDOC + list(args), capture_output=True, text=True, env=env,
-                          stdin=subprocess.DEVNULL, timeout=600, **kw)
+    return run_lcdoc(list(args), env, **kw)
 
 
 def test_version_and_short_help(env):

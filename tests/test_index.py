@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from lcdoc.errors import IndexLockedError, IndexMissingError
 from lcdoc.index import Index, fuse, update_index
 from lcdoc.index.lock import WriteLock
-from tests.conftest import FILLER
+from tests.conftest import FILLER, run_lcdoc
 
 
 def test_fusion_rewards_agreement_and_leans_to_bm25():
@@ -165,9 +165,7 @@ def test_index_killed_mid_write_still_opens_consistent(tmp_path, embedder):
 
 
 def run_cli(*args, stdin=None, env=None):
-    e = dict(os.environ, **(env or {}))
-    return subprocess.run([sys.executable, "-m", "lcdoc", *args], input=stdin, capture_output=True,
-                          text=True, env=e, timeout=600)
+    return run_lcdoc(list(args), env, stdin)
 
 
 def test_cli_index_and_search_json(corpus, tmp_path):

@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -12,6 +10,8 @@ from hypothesis import strategies as st
 from lcdoc.errors import InputFileError
 from lcdoc.ingest import Document, chunk_document
 from lcdoc.ingest.loaders import load_bytes
+
+from tests.conftest import run_lcdoc
 
 GOOD = {
     "good.txt": "The harbour festival moves to the second weekend of August.\n".encode(),
@@ -25,8 +25,7 @@ ODD_NAME = os.fsdecode(b"caf\xe9-bakery.txt")  # a latin-1 file name on a UTF-8 
 
 
 def run_cli(*args, env):
-    return subprocess.run([sys.executable, "-m", "lcdoc", *args], capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=600, stdin=subprocess.DEVNULL)
+    return run_lcdoc(list(args), env)
 
 
 @pytest.fixture()

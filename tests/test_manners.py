@@ -4,11 +4,11 @@ set, no escape codes under NO_COLOR."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+
+from tests.conftest import run_lcdoc
 
 LCDOC = [sys.executable, "-m", "lcdoc"]
 
@@ -20,8 +20,7 @@ def env(tmp_path):
 
 
 def run(env, *args):
-    return subprocess.run(LCDOC + list(args), capture_output=True, text=True, env=env,
-                          stdin=subprocess.DEVNULL, timeout=300)
+    return run_lcdoc(list(args), env, timeout=300)
 
 
 def test_nothing_to_read_is_exit_1_naming_it_for_every_command(env, tmp_path):
@@ -64,7 +63,7 @@ def test_a_numbered_line_whose_sentence_runs_on_is_no_heading():
 
 def test_one_source_per_stuffed_document():
     from lcdoc.ingest.document import Document
-    from lcdoc.strategies import attribute
+    from lcdoc.qa.strategies import attribute
 
     doc = Document("/d.md", "# Oil\n\nThe lamp oil is in the blue shed.\n\n# Keys\n\nThe keys "
                    "hang in the blue shed too.\n", "markdown", "")
@@ -74,7 +73,7 @@ def test_one_source_per_stuffed_document():
 
 
 def test_the_terminal_lists_cited_sources_in_order_with_one_line_quotes(capsys):
-    from lcdoc.answer import Answer, Source
+    from lcdoc.qa.answer import Answer, Source
     from lcdoc.cli import _print_sources
 
     long_quote = "A sentence that goes on " * 20

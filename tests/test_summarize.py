@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.conftest import FILLER, make_pdf
+from tests.conftest import FILLER, make_pdf, run_lcdoc
 
 pytestmark = pytest.mark.slow
 
@@ -19,9 +19,8 @@ def words(text):
     return {w for w in re.findall(r"[a-z]{4,}", text.lower())}
 
 
-def run(args, **kw):
-    return subprocess.run([sys.executable, "-m", "lcdoc", "summarize", *args], capture_output=True,
-                          text=True, timeout=900, **kw)
+def run(args, env=None, **kw):
+    return run_lcdoc(["summarize", *args], env, timeout=900, **kw)
 
 
 @pytest.fixture()

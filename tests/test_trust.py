@@ -97,9 +97,9 @@ def test_names_are_shown_with_control_characters_escaped():
 
 @pytest.mark.parametrize("req, words", [
     ({"op": "ask", "question": "q", "mode": "drop table"}, "--mode drop table"),
-    ({"op": "search", "query": "q", "index": "i", "k": -1}, "k must be between"),
+    ({"op": "search", "query": "q", "index": "i", "k": -1}, "between 1 and 10000"),
     ({"op": "search", "query": "q", "index": "i", "k": True}, "k must be int"),
-    ({"op": "ask", "question": "q", "paths": "p"}, "paths must be list"),
+    ({"op": "ask", "question": "q", "paths": "p"}, "paths must be a list"),
     ({"op": "summarize", "paths": ["a", 3]}, "list of strings"),
     ({"op": "ask", "question": "q", "surprise": 1}, "unknown field"),
     ({"op": "search", "index": "i"}, "query is missing"),

@@ -23,13 +23,11 @@ SENTINEL = "\u2063LCDOC_QUESTION\u2063"
 
 
 def resolve_model(model: str | Path | None) -> Path:
-    """--model, else LCDOC_MODEL / config (through Settings), else the packaged SmolLM2."""
+    """The model file given (the model setting: --model, LCDOC_MODEL or the config), else the
+    packaged SmolLM2; checked to be a GGUF file."""
     from lcdoc.models import find_packaged_gguf
 
-    path = Path(model).expanduser() if model else None
-    if path is None:
-        env = os.environ.get("LCDOC_MODEL")
-        path = Path(env).expanduser() if env else find_packaged_gguf()
+    path = Path(model).expanduser() if model else find_packaged_gguf()
     if not path.is_file():
         raise ModelMissingError(f"model not found: {path}")
     with open(path, "rb") as f:
@@ -161,6 +159,63 @@ def _context_defaults(**fields: Any):
         raw.llama_context_default_params = orig
 
 
+
+def _no_eos(llm):
+    """A logits processor that never lets the model end (benchmarks forcing a length)."""
+    from llama_cpp import LogitsProcessorList
+
+    eos = llm.token_eos()
+
+    def no_eos(_ids, logits):
+        logits[eos] = -float("inf")
+        return logits
+
+    return LogitsProcessorList([no_eos])
+
+
+class _TextStream:
+    """Generated pieces as text: characters split across tokens joined, the text cut at a stop
+    string or where it starts repeating, and the stream held back by what a stop or a repeat
+    could still cut, so it never shows text the answer then loses."""
+
+    def __init__(self, stops: list[str] | None, guard: bool,
+                 on_text: Callable[[str], None] | None) -> None:
+        self.stops = [x for x in (stops or []) if x]
+        self.hold = max((len(x) for x in self.stops), default=1) - 1  # may begin a stop string
+        self.guard = guard
+        if guard:
+            self.hold = max(self.hold, REPEAT_SPAN)
+        self.on_text = on_text
+        self.text, self.shown, self.raw, self.finish = "", 0, b"", "length"
+
+    def add(self, piece: bytes) -> str:
+        """Take one token's bytes; the finish reason so far ("length" while it goes on)."""
+        self.raw += piece
+        try:
+            self.text += self.raw.decode("utf-8")
+            self.raw = b""
+        except UnicodeDecodeError:  # a character split across tokens: wait for the rest
+            if len(self.raw) > 8:
+                self.text += self.raw.decode("utf-8", errors="replace")
+                self.raw = b""
+        hit = min((i for i in (self.text.find(x) for x in self.stops) if i >= 0), default=-1)
+        if hit >= 0:
+            self.text, self.finish = self.text[:hit], "stop"
+        elif self.guard and (cut := repeat_start(self.text)) >= 0:
+            self.text, self.finish = self.text[:cut].rstrip(), "repetition"
+        if self.on_text and len(self.text) - self.hold > self.shown:
+            upto = len(self.text) if self.finish != "length" else len(self.text) - self.hold
+            self.on_text(self.text[self.shown:upto])
+            self.shown = upto
+        return self.finish
+
+    def flush(self) -> None:
+        """Show what was held back, once generation has ended."""
+        if self.on_text and self.shown < len(self.text):
+            self.on_text(self.text[self.shown:])
+            self.shown = len(self.text)
+
+
 class Engine:
     """A loaded model with its plan; generation streams, and document prefixes are cached.
 
@@ -170,16 +225,25 @@ class Engine:
     an earlier document restores it instead of prefilling it again.
     """
 
+    @classmethod
+    def from_settings(cls, s, **extra) -> "Engine":
+        """The engine the settings describe (model, context, KV type, GPU layers, threads, the
+        prompt cache's folder and size, the GPU memory limit); extra: n_seq, keep_resident, ..."""
+        args = dict(n_ctx=s.ctx, kv_type=s.kv_type, gpu_layers=s.gpu_layers,
+                    cache_dir=s.index_dir / ".prompt-cache", n_threads=s.threads,
+                    disk_bytes=s.prompt_cache_bytes, gpu_memory_gb=s.gpu_memory_gb)
+        return cls(s.model, **{**args, **extra})
+
     def __init__(self, model: str | Path | None = None, n_ctx: int | None = None,
                  kv_type: str | None = None, gpu_layers: int | None = None,
                  cache_dir: Path | None = None, verbose: bool = False,
                  n_threads: int | None = None, plan: Plan | None = None, n_seq: int = 1,
                  keep_resident: bool = False, memory_bytes: int | None = None,
-                 disk_bytes: int | None = None) -> None:
+                 disk_bytes: int | None = None, gpu_memory_gb: float | None = None) -> None:
         self.path = resolve_model(model)
         self.arch: Arch = read_arch(self.path)
-        self.plan: Plan = plan or make_plan(self.arch, probe_memory(), n_ctx, kv_type, gpu_layers,
-                                            n_seq=n_seq)
+        self.plan: Plan = plan or make_plan(self.arch, probe_memory(gpu_memory_gb), n_ctx, kv_type,
+                                            gpu_layers, n_seq=n_seq)
         self.tokenizer = Tokenizer(self.path)
         import llama_cpp  # noqa: F401
         from llama_cpp import Llama
@@ -457,25 +521,11 @@ class Engine:
         cached = min(self.resident_len(tokens), len(tokens) - 1)
         self._resident = (key, len(pre), persist_prefix) if cache_prefix else None
 
-        procs = None
-        if ignore_eos:
-            from llama_cpp import LogitsProcessorList
-
-            eos = self.llm.token_eos()
-
-            def no_eos(_ids, logits):
-                logits[eos] = -float("inf")
-                return logits
-
-            procs = LogitsProcessorList([no_eos])
+        procs = _no_eos(self.llm) if ignore_eos else None
         vocab = self.llm._model.vocab
-        stops = [x for x in (stop or []) if x]
-        hold = max((len(x) for x in stops), default=1) - 1  # text that may begin a stop string
-        guard = not ignore_eos  # a benchmark that forces a length wants no early stop either
-        if guard:  # hold back what a repeat would cut, so the stream never shows it
-            hold = max(hold, REPEAT_SPAN)
-        text, shown, raw = "", 0, b""
-        first, finish, n_out = None, "length", 0
+        # A benchmark that forces a length (ignore_eos) wants no early stop on a repeat either.
+        out = _TextStream(stop, guard=not ignore_eos, on_text=on_text)
+        first, n_out = None, 0
         self._prefill(tokens)
         gen = self.llm.generate(tokens, top_k=1 if temperature == 0 else 40, temp=temperature,
                                 repeat_penalty=repeat_penalty, logits_processor=procs)
@@ -486,32 +536,15 @@ class Engine:
                 gen.close()
                 raise Cancelled()
             if not ignore_eos and llama_cpp.llama_vocab_is_eog(vocab, tok):
-                finish = "stop"
+                out.finish = "stop"
                 break
             n_out += 1
-            raw += self._piece(tok, special=False)
-            try:
-                text += raw.decode("utf-8")
-                raw = b""
-            except UnicodeDecodeError:  # a character split across tokens: wait for the rest
-                if len(raw) > 8:
-                    text += raw.decode("utf-8", errors="replace")
-                    raw = b""
-            hit = min((i for i in (text.find(x) for x in stops) if i >= 0), default=-1)
-            if hit >= 0:
-                text, finish = text[:hit], "stop"
-            elif guard and (cut := repeat_start(text)) >= 0:
-                text, finish = text[:cut].rstrip(), "repetition"
-            if on_text and len(text) - hold > shown:
-                upto = len(text) if finish != "length" else len(text) - hold
-                on_text(text[shown:upto])
-                shown = upto
-            if finish != "length" or n_out >= max_tokens:
+            if out.add(self._piece(tok, special=False)) != "length" or n_out >= max_tokens:
                 break
         gen.close()
         end = time.perf_counter()
-        if on_text and shown < len(text):
-            on_text(text[shown:])
+        out.flush()
+        text, finish = out.text, out.finish
         if cache_prefix:  # the next turn finds these tokens' text known (an 87K prompt: ~60 ms)
             self._learn_pieces(self.llm.input_ids[: self.llm.n_tokens])
         first = first or end

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from lcdoc.engine.arch import Arch
 from lcdoc.engine.system import Memory
@@ -54,7 +54,22 @@ class Plan:
     gpu_bytes: tuple[tuple[int, int], ...] = ()  # (GPU index, bytes planned on it)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every field, in JSON's types (`lcdoc plan --json`'s "plan")."""
+        d = asdict(self)
+        d.update(reasons=list(self.reasons), tensor_split=list(self.tensor_split),
+                 gpu_bytes={str(i): b for i, b in self.gpu_bytes})
+        return d
+
+    def summary(self, swa: bool = False) -> str:
+        """The plan in one line, as `lcdoc plan` prints it (swa: the model has window layers)."""
+        rope = f"YaRN x{self.rope_factor:g}" if self.rope_scaling == "yarn" else "none"
+        return (f"n_ctx {self.n_ctx:,}, KV {self.type_k}/{self.type_v} "
+                f"({fmt_bytes(self.kv_cache_bytes)}), flash attention "
+                f"{'on' if self.flash_attn else 'off'}, RoPE scaling {rope}, {self.device} with "
+                f"{self.n_gpu_layers} GPU layers"
+                f"{' (split over GPUs by layer)' if self.split_mode == 'layer' else ''}, "
+                f"n_batch {self.n_batch}/n_ubatch {self.n_ubatch}"
+                + (f", swa_full {self.swa_full}" if swa else ""))
 
     def llama_kwargs(self, arch: Arch) -> dict[str, Any]:
         """Keyword arguments for llama_cpp.Llama implementing this plan."""
@@ -122,6 +137,186 @@ def place_on_gpus(gpus: tuple, weights: int, kv: int, compute: int) -> Placement
     return Placement("layer", best.index, split, planned)
 
 
+@dataclass(frozen=True)
+class Decision:
+    """One rule's choice and the reasons it gives (none when there is nothing to say)."""
+
+    value: Any
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Device:
+    """Where the model runs and how many bytes may be planned there."""
+
+    on_gpu: bool
+    name: str  # "cpu" or "cuda"
+    budget: int  # bytes of the GPU with the most free memory, or of RAM
+    main_gpu: int
+
+
+def check_request(n_ctx: int, n_seq: int, kv_type: str | None) -> None:
+    """A context, sequence count and cache type that can be planned at all."""
+    if n_seq < 1:
+        raise UsageError(f"--parallel {n_seq}: at least one sequence")
+    if n_ctx < 256:
+        raise UsageError(f"--ctx {n_ctx}: a context under 256 tokens is not useful")
+    if kv_type and kv_type not in KV_TYPES:
+        raise UsageError(f"KV cache type {kv_type!r}: choose one of {', '.join(KV_TYPES)}")
+
+
+def choose_device(memory: Memory, gpu_layers: int | None) -> Decision:
+    """The GPU when llama.cpp can offload, there is one and offload is not turned off."""
+    if memory.on_gpu and gpu_layers != 0:
+        gpu = max(memory.gpus, key=lambda g: g.free_bytes)
+        return Decision(Device(True, "cuda", int(gpu.free_bytes * HEADROOM), gpu.index), (
+            "; ".join(f"GPU {g.index} {g.name}: {fmt_bytes(g.free_bytes)} "
+                      + ("usable (the gpu_memory_gb limit)" if g.limited else "free")
+                      for g in sorted(memory.gpus, key=lambda g: g.index))
+            + f"; planning {HEADROOM:.0%} of each",))
+    budget = int(memory.ram_available_bytes * HEADROOM)
+    why = "llama.cpp built without GPU support" if not memory.gpu_offload else \
+        ("no GPU found" if not memory.gpus else "offload disabled (--gpu-layers 0)")
+    return Decision(Device(False, "cpu", budget, 0), (
+        f"CPU ({why}): {fmt_bytes(memory.ram_available_bytes)} RAM available, planning "
+        f"{fmt_bytes(budget)}",))
+
+
+def choose_batch(on_gpu: bool) -> tuple[int, int]:
+    """(n_batch, n_ubatch): larger batches feed a GPU; LCDOC_UBATCH sets n_ubatch, for measuring."""
+    n_batch, n_ubatch = (2048, 512) if on_gpu else (512, 512)
+    if os.environ.get(UBATCH_ENV):  # prompt tokens per kernel launch: larger feeds cuBLAS better
+        n_ubatch = max(32, int(os.environ[UBATCH_ENV]))
+        n_batch = max(n_batch, n_ubatch)
+    return n_batch, n_ubatch
+
+
+def choose_context(arch: Arch, requested: int | None, n_seq: int, room: int) -> Decision:
+    """The context asked for (the native one by default). Side by side without a --ctx: the
+    largest per-sequence context, up to the native one, whose f16 cache for every sequence fits
+    the room beside the weights."""
+    native = arch.n_ctx_train
+    n_ctx = int(requested or native)
+    if n_seq > 1 and requested is None:
+        fit = int(room // (arch.kv_bytes_per_token("f16") * n_seq)) // 1024 * 1024
+        n_ctx = max(1024, min(native, fit))
+        return Decision(n_ctx, (f"{n_seq} sequences side by side in one cache: {n_ctx} tokens "
+                                f"per sequence (the most up to the native {native} whose f16 "
+                                f"cache fits)",))
+    if n_seq > 1:
+        return Decision(n_ctx, (f"{n_seq} sequences side by side of up to {n_ctx} tokens each: "
+                                f"the cache holds {n_seq * n_ctx} cells",))
+    return Decision(n_ctx)
+
+
+def choose_rope(arch: Arch, n_ctx: int) -> Decision:
+    """("yarn", factor) past the trained context, unless the GGUF carries its own scaling."""
+    native = arch.n_ctx_train
+    if n_ctx > native and not arch.rope_scaling_type:
+        factor = n_ctx / native
+        return Decision(("yarn", factor), (
+            f"context {n_ctx} > trained {native}: YaRN RoPE scaling x{factor:g} (positions "
+            f"become addressable; recall far from the end may drop)",))
+    if arch.rope_scaling_type:
+        return Decision(("none", 1.0), (f"model already carries {arch.rope_scaling_type} RoPE "
+                                        f"scaling in its GGUF",))
+    return Decision(("none", 1.0))
+
+
+def choose_swa(arch: Arch, kv: Callable[[str, bool], int], budget: int, weights: int,
+               compute: int, swa_full: bool | None) -> Decision:
+    """Sliding-window layers: a full-size cache lets llama.cpp reuse a cached prefix in place
+    past the window; a window-sized one saves memory, and lcdoc's prompt cache still works
+    because it restores a snapshot taken exactly at the document boundary."""
+    if not arch.swa_layers:
+        return Decision(False)
+    full_b, win_b = kv("f16", True), kv("f16", False)
+    if swa_full is None:
+        swa_full = (full_b - win_b) <= budget // 8 and weights + full_b + compute <= budget
+    return Decision(bool(swa_full), (
+        f"{len(arch.swa_layers)} of {arch.n_layer} layers use a {arch.sliding_window}-token "
+        f"window: full-size cache {fmt_bytes(full_b)}, window-sized {fmt_bytes(win_b)}; chose "
+        + ("full-size (in-place prefix reuse; the extra memory is small here)" if swa_full else
+           "window-sized (memory; prompt cache restores snapshots taken at the prefix)"),))
+
+
+def choose_cache(memory: Memory, dev: Device, kv: Callable[[str], int], weights: int,
+                 compute: int, kv_type: str | None) -> Decision:
+    """(KV type, Placement or None): the first cache type, f16 first, that fits with the weights;
+    on GPUs, f16 spread over several before a quantised cache on one (quantised decodes
+    slower). (None, None) when none fits whole."""
+    reasons = []
+    for t in [kv_type] if kv_type else list(KV_TYPES):
+        if dev.on_gpu:
+            placed = place_on_gpus(memory.gpus, weights, kv(t), compute)
+            if placed is not None:
+                return Decision((t, placed), tuple(reasons))
+            where = (f"{fmt_bytes(sum(int(g.free_bytes * HEADROOM) for g in memory.gpus))} on "
+                     f"{len(memory.gpus)} GPUs together" if len(memory.gpus) > 1
+                     else fmt_bytes(dev.budget))
+        elif kv(t) + compute + weights <= dev.budget:
+            return Decision((t, None), tuple(reasons))
+        else:
+            where = fmt_bytes(dev.budget)
+        reasons.append(f"KV {t}: {fmt_bytes(kv(t))} + weights {fmt_bytes(weights)} + "
+                       f"compute {fmt_bytes(compute)} > {where}")
+    return Decision((None, None), tuple(reasons))
+
+
+def choose_partial_offload(arch: Arch, memory: Memory, dev: Device, kv: Callable[[str], int],
+                           weights: int, compute: int, kv_type: str | None) -> Decision:
+    """(KV type, GPU layers) when the whole model fits no GPU: as many layers on the GPU as fit
+    with their share of the cache, the rest on the CPU; (None, 0) when even that fails."""
+    t = kv_type or "f16"
+    per_layer = (weights + kv(t)) / arch.n_layer
+    n_gpu = int((dev.budget - compute) // per_layer)
+    if n_gpu > 0 and weights + kv(t) <= memory.ram_available_bytes * HEADROOM + dev.budget:
+        return Decision((t, n_gpu), (f"only {n_gpu} of {arch.n_layer} layers fit on the GPU "
+                                     f"with a {t} cache: the rest run on the CPU",))
+    return Decision((None, 0))
+
+
+def choose_gpu_layers(arch: Arch, dev: Device, placed: Placement | None, n_fit: int,
+                      gpu_layers: int | None) -> Decision:
+    """Layers on the GPU: those asked for (--gpu-layers) when fewer than fit, else all of them
+    (or the n_fit of a partial offload)."""
+    if dev.on_gpu and gpu_layers is not None and 0 < gpu_layers <= arch.n_layer and (
+            n_fit == 0 or gpu_layers < n_fit):
+        return Decision(gpu_layers, (f"{gpu_layers} of {arch.n_layer} layers on the GPU, as "
+                                     f"requested (--gpu-layers); the rest on the CPU",))
+    if dev.on_gpu and n_fit == 0:
+        split = placed is not None and placed.split_mode == "layer"
+        return Decision(arch.n_layer + 1,  # every repeating layer plus the output layer
+                        (f"all {arch.n_layer} layers on the GPU" + ("s" if split else ""),))
+    return Decision(n_fit)
+
+
+def split_reasons(memory: Memory, placed: Placement | None) -> tuple[str, ...]:
+    """Why the layers are split over GPUs, or why one GPU holds the model alone."""
+    if placed is not None and placed.split_mode == "layer":
+        return ("does not fit one GPU: layers split over " + ", ".join(
+            f"GPU {i} {share:.0%} ({fmt_bytes(b)} planned of "
+            f"{fmt_bytes(next(g.free_bytes for g in memory.gpus if g.index == i))} usable)"
+            for (i, b), share in zip(placed.gpu_bytes, [x for x in placed.tensor_split if x > 0]))
+            + f" by free memory (split_mode layer; row split, tensor-parallel over PCIe/NVLink "
+            f"for every matrix product, is not chosen); GPU {placed.main_gpu} is the main GPU",)
+    if placed is not None and len(memory.gpus) > 1:
+        return (f"fits GPU {placed.main_gpu} alone (the most free memory): no split",)
+    return ()
+
+
+def cache_reasons(chosen: str, kv_type: str | None, f16_bytes: int) -> tuple[str, ...]:
+    if chosen == "f16":
+        why = (f"KV cache f16: {fmt_bytes(f16_bytes)} fits (quantised caches decode slower; "
+               f"used only when memory requires)")
+    elif not kv_type:
+        why = f"KV cache {chosen}: the smallest quality loss that fits"
+    else:
+        why = f"KV cache {chosen}: as requested"
+    return (why, "flash attention on (required for a quantised V cache; less memory, faster "
+                 "long prefill)")
+
+
 def make_plan(
     arch: Arch,
     memory: Memory,
@@ -131,157 +326,50 @@ def make_plan(
     n_seq: int = 1,
     swa_full: bool | None = None,
 ) -> Plan:
-    """The settings for this model on this machine at this context, or DoesNotFitError with numbers."""
-    reasons: list[str] = []
-    native = arch.n_ctx_train
-    requested = n_ctx
-    n_ctx = int(n_ctx or native)
-    if n_seq < 1:
-        raise UsageError(f"--parallel {n_seq}: at least one sequence")
-    if n_ctx < 256:
-        raise UsageError(f"--ctx {n_ctx}: a context under 256 tokens is not useful")
-    if kv_type and kv_type not in KV_TYPES:
-        raise UsageError(f"KV cache type {kv_type!r}: choose one of {', '.join(KV_TYPES)}")
-
-    on_gpu = memory.on_gpu and gpu_layers != 0
-    n_batch, n_ubatch = (2048, 512) if on_gpu else (512, 512)
-    if os.environ.get(UBATCH_ENV):  # prompt tokens per kernel launch: larger feeds cuBLAS better
-        n_ubatch = max(32, int(os.environ[UBATCH_ENV]))
-        n_batch = max(n_batch, n_ubatch)
+    """The settings for this model on this machine at this context, or DoesNotFitError with
+    numbers: the rules above applied in order, each adding its reasons."""
+    check_request(int(n_ctx or arch.n_ctx_train), n_seq, kv_type)
+    device = choose_device(memory, gpu_layers)
+    dev: Device = device.value
+    n_batch, n_ubatch = choose_batch(dev.on_gpu)
     compute = compute_estimate(arch, n_ubatch, n_batch)
     weights = arch.file_bytes
-    if on_gpu:
-        gpu = max(memory.gpus, key=lambda g: g.free_bytes)
-        budget = int(gpu.free_bytes * HEADROOM)
-        device = "cuda"
-        reasons.append("; ".join(f"GPU {g.index} {g.name}: {fmt_bytes(g.free_bytes)} "
-                                 + ("usable (the gpu_memory_gb limit)" if g.limited else "free")
-                                 for g in sorted(memory.gpus, key=lambda g: g.index))
-                       + f"; planning {HEADROOM:.0%} of each")
-    else:
-        budget = int(memory.ram_available_bytes * HEADROOM)
-        device = "cpu"
-        why = "llama.cpp built without GPU support" if not memory.gpu_offload else \
-            ("no GPU found" if not memory.gpus else "offload disabled (--gpu-layers 0)")
-        reasons.append(f"CPU ({why}): {fmt_bytes(memory.ram_available_bytes)} RAM available, "
-                       f"planning {fmt_bytes(budget)}")
-
-    if n_seq > 1 and requested is None:
-        # Side by side, each sequence may fill n_ctx cells of the shared cache, so it holds
-        # n_seq times one context: without a --ctx, the largest
-        # per-sequence context (up to the native one) whose f16 cache fits beside the weights.
-        room = budget - weights - compute
-        fit = int(room // (arch.kv_bytes_per_token("f16") * n_seq)) // 1024 * 1024
-        n_ctx = max(1024, min(native, fit))
-        reasons.append(f"{n_seq} sequences side by side in one cache: {n_ctx} tokens "
-                       f"per sequence (the most up to the native {native} whose f16 cache fits)")
-    elif n_seq > 1:
-        reasons.append(f"{n_seq} sequences side by side of up to {n_ctx} tokens each: "
-                       f"the cache holds {n_seq * n_ctx} cells")
-
-    if n_ctx > native and not arch.rope_scaling_type:
-        rope, factor = "yarn", n_ctx / native
-        reasons.append(f"context {n_ctx} > trained {native}: YaRN RoPE scaling x{factor:g} "
-                       f"(positions become addressable; recall far from the end may drop)")
-    else:
-        rope, factor = "none", 1.0
-        if arch.rope_scaling_type:
-            reasons.append(f"model already carries {arch.rope_scaling_type} RoPE scaling in its GGUF")
+    ctx = choose_context(arch, n_ctx, n_seq, dev.budget - weights - compute)
+    n_ctx = ctx.value
+    rope = choose_rope(arch, n_ctx)
 
     def kv(t: str, full: bool) -> int:
         return arch.kv_cache_bytes(n_ctx * n_seq, t, t, swa_full=full, n_ubatch=n_ubatch,
                                    n_seq=n_seq)
 
-    # Sliding-window layers: a full-size cache lets llama.cpp reuse a cached prefix in place
-    # past the window; a window-sized one saves memory, and lcdoc's prompt cache still works
-    # because it restores a snapshot taken exactly at the document boundary.
-    if arch.swa_layers:
-        full_b, win_b = kv("f16", True), kv("f16", False)
-        if swa_full is None:
-            swa_full = (full_b - win_b) <= budget // 8 and weights + full_b + compute <= budget
-        reasons.append(
-            f"{len(arch.swa_layers)} of {arch.n_layer} layers use a {arch.sliding_window}-token "
-            f"window: full-size cache {fmt_bytes(full_b)}, window-sized {fmt_bytes(win_b)}; chose "
-            + ("full-size (in-place prefix reuse; the extra memory is small here)" if swa_full else
-               "window-sized (memory; prompt cache restores snapshots taken at the prefix)"))
-    else:
-        swa_full = False
-
-    candidates = [kv_type] if kv_type else list(KV_TYPES)
-    chosen, placed = None, None
-    for t in candidates:
-        if on_gpu:  # f16 spread over GPUs before a quantised cache on one: quantised decodes slower
-            placed = place_on_gpus(memory.gpus, weights, kv(t, swa_full), compute)
-            if placed is not None:
-                chosen = t
-                break
-            where = (f"{fmt_bytes(sum(int(g.free_bytes * HEADROOM) for g in memory.gpus))} on "
-                     f"{len(memory.gpus)} GPUs together" if len(memory.gpus) > 1 else fmt_bytes(budget))
-        elif kv(t, swa_full) + compute + weights <= budget:
-            chosen = t
-            break
-        else:
-            where = fmt_bytes(budget)
-        reasons.append(f"KV {t}: {fmt_bytes(kv(t, swa_full))} + weights {fmt_bytes(weights)} + "
-                       f"compute {fmt_bytes(compute)} > {where}")
-    n_gpu = 0
-    if chosen is None and on_gpu:
-        # Split: as many layers on the GPU as fit with their share of a q4_0... f16 cache.
-        t = kv_type or "f16"
-        per_layer = (weights + kv(t, swa_full)) / arch.n_layer
-        n_gpu = int((budget - compute) // per_layer)
-        if n_gpu > 0 and (weights + kv(t, swa_full)) <= memory.ram_available_bytes * HEADROOM + budget:
-            chosen = t
-            reasons.append(f"only {n_gpu} of {arch.n_layer} layers fit on the GPU with a {t} cache: "
-                           f"the rest run on the CPU")
+    swa = choose_swa(arch, kv, dev.budget, weights, compute, swa_full)
+    sized = lambda t: kv(t, swa.value)  # noqa: E731
+    cache = choose_cache(memory, dev, sized, weights, compute, kv_type)
+    (chosen, placed), offload = cache.value, Decision((None, 0))
+    if chosen is None and dev.on_gpu:
+        offload = choose_partial_offload(arch, memory, dev, sized, weights, compute, kv_type)
+        chosen = offload.value[0]
     if chosen is None:
         raise DoesNotFitError(
             f"{arch.name} at {n_ctx} tokens"
             + (f" x {n_seq} sequences side by side" if n_seq > 1 else "")
             + f" does not fit: weights {fmt_bytes(weights)}, KV cache "
-            f"{fmt_bytes(kv('q4_0', swa_full))} even at q4_0, compute {fmt_bytes(compute)}; "
-            f"{fmt_bytes(budget)} can be planned on the {device}. Try a smaller --ctx "
-            f"(about {max_ctx_that_fits(arch, budget - weights - compute)} fits at q4_0)."
-        )
-    if on_gpu and gpu_layers is not None and 0 < gpu_layers <= arch.n_layer and (
-            n_gpu == 0 or gpu_layers < n_gpu):
-        n_gpu = gpu_layers
-        reasons.append(f"{gpu_layers} of {arch.n_layer} layers on the GPU, as requested "
-                       f"(--gpu-layers); the rest on the CPU")
-    elif on_gpu and n_gpu == 0:
-        n_gpu = arch.n_layer + 1  # every repeating layer plus the output layer
-        reasons.append(f"all {arch.n_layer} layers on the GPU"
-                       + ("s" if placed is not None and placed.split_mode == "layer" else ""))
-    if placed is not None and placed.split_mode == "layer":
-        reasons.append(
-            "does not fit one GPU: layers split over " + ", ".join(
-                f"GPU {i} {share:.0%} ({fmt_bytes(b)} planned of "
-                f"{fmt_bytes(next(g.free_bytes for g in memory.gpus if g.index == i))} usable)"
-                for (i, b), share in zip(placed.gpu_bytes, [x for x in placed.tensor_split if x > 0]))
-            + f" by free memory (split_mode layer; row split, tensor-parallel over PCIe/NVLink for "
-            f"every matrix product, is not chosen); GPU {placed.main_gpu} is the main GPU")
-    elif placed is not None and len(memory.gpus) > 1:
-        reasons.append(f"fits GPU {placed.main_gpu} alone (the most free memory): no split")
-    if chosen == "f16":
-        reasons.append(f"KV cache f16: {fmt_bytes(kv('f16', swa_full))} fits"
-                       + (" (quantised caches decode slower; used only when memory requires)"))
-    elif not kv_type:
-        reasons.append(f"KV cache {chosen}: the smallest quality loss that fits")
-    else:
-        reasons.append(f"KV cache {chosen}: as requested")
-    reasons.append("flash attention on (required for a quantised V cache; less memory, faster "
-                   "long prefill)")
+            f"{fmt_bytes(sized('q4_0'))} even at q4_0, compute {fmt_bytes(compute)}; "
+            f"{fmt_bytes(dev.budget)} can be planned on the {dev.name}. Try a smaller --ctx "
+            f"(about {max_ctx_that_fits(arch, dev.budget - weights - compute)} fits at q4_0).")
+    layers = choose_gpu_layers(arch, dev, placed, offload.value[1], gpu_layers)
+    reasons = device.reasons + ctx.reasons + rope.reasons + swa.reasons + cache.reasons \
+        + offload.reasons + layers.reasons + split_reasons(memory, placed) \
+        + cache_reasons(chosen, kv_type, sized("f16"))
     return Plan(
-        n_ctx=n_ctx, type_k=chosen, type_v=chosen, flash_attn=True, rope_scaling=rope,
-        rope_factor=factor, n_gpu_layers=n_gpu, swa_full=bool(swa_full), n_batch=n_batch,
-        n_ubatch=n_ubatch, n_seq=n_seq, device=device, weights_bytes=weights,
-        kv_cache_bytes=kv(chosen, swa_full), compute_bytes=compute, budget_bytes=budget,
-        reasons=tuple(reasons),
-        split_mode=placed.split_mode if placed else "none",
-        main_gpu=placed.main_gpu if placed else (gpu.index if on_gpu else 0),
+        n_ctx=n_ctx, type_k=chosen, type_v=chosen, flash_attn=True, rope_scaling=rope.value[0],
+        rope_factor=rope.value[1], n_gpu_layers=layers.value, swa_full=swa.value,
+        n_batch=n_batch, n_ubatch=n_ubatch, n_seq=n_seq, device=dev.name, weights_bytes=weights,
+        kv_cache_bytes=sized(chosen), compute_bytes=compute, budget_bytes=dev.budget,
+        reasons=reasons, split_mode=placed.split_mode if placed else "none",
+        main_gpu=placed.main_gpu if placed else dev.main_gpu,
         tensor_split=placed.tensor_split if placed else (),
-        gpu_bytes=placed.gpu_bytes if placed else (),
-    )
+        gpu_bytes=placed.gpu_bytes if placed else ())
 
 
 def cache_settings(plan: Plan) -> str:
@@ -319,16 +407,5 @@ def plan_report(arch: Arch, plan: Plan) -> dict[str, Any]:
         "kv_cache_bytes": {t: arch.kv_cache_bytes(plan.n_ctx * plan.n_seq, t, t, swa_full=plan.swa_full,
                                                   n_ubatch=plan.n_ubatch, n_seq=plan.n_seq)
                            for t in KV_TYPES},
-        "plan": {
-            "n_ctx": plan.n_ctx, "type_k": plan.type_k, "type_v": plan.type_v,
-            "flash_attn": plan.flash_attn, "rope_scaling": plan.rope_scaling,
-            "rope_factor": plan.rope_factor, "n_gpu_layers": plan.n_gpu_layers,
-            "swa_full": plan.swa_full, "n_batch": plan.n_batch, "n_ubatch": plan.n_ubatch,
-            "n_seq": plan.n_seq, "split_mode": plan.split_mode, "main_gpu": plan.main_gpu,
-            "tensor_split": list(plan.tensor_split),
-            "gpu_bytes": {str(i): b for i, b in plan.gpu_bytes},
-            "device": plan.device, "weights_bytes": plan.weights_bytes,
-            "kv_cache_bytes": plan.kv_cache_bytes, "compute_bytes": plan.compute_bytes,
-            "budget_bytes": plan.budget_bytes, "reasons": list(plan.reasons),
-        },
+        "plan": plan.as_dict(),
     }

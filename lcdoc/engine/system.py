@@ -89,11 +89,9 @@ def limit_gpus(gpus: tuple[GPU, ...], limit_bytes: int | None) -> tuple[GPU, ...
 
 
 @lru_cache(maxsize=1)
-def probe_memory() -> Memory:
-    """Memory of this machine now (cached for the process), within the gpu_memory_gb setting."""
-    from lcdoc.settings import load_settings
-
+def probe_memory(gb: float | None = None) -> Memory:
+    """Memory of this machine now (cached for the process), each GPU counted at most gb GB
+    (the gpu_memory_gb setting, for a shared GPU)."""
     offload = gpu_offload_supported()
     gpus = nvidia_gpus() if offload else ()
-    gb = load_settings().gpu_memory_gb
     return Memory(ram_available(), limit_gpus(gpus, int(gb * 2**30) if gb else None), offload)

@@ -111,7 +111,7 @@ def bench_indexing(paths: list[str], work: str, embed_model=None,
     import os
     from pathlib import Path
 
-    from lcdoc.eval.haystack import default_haystack
+    from lcdoc.qa.needles import default_haystack
     from lcdoc.index import Index, update_index
     from lcdoc.index.build import load_all
     from lcdoc.ingest import walk_paths

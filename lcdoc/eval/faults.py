@@ -439,7 +439,7 @@ def case_a_malformed_reply_means_working_in_process(w: Work) -> None:
     doc = _doc(w)
     for reply in (b'{"event": "error"}\n', b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
                   b'{"event": "text", "text": "half', b'[1, 2]\n',
-                  b'{"event": "answer", "answer": {"route": 3}}\n'):
+                  b'{"event": "ask", "result": {"route": 3}}\n'):
         fake = _FakeServer(w.sock, reply)
         try:
             r = w.lcdoc("ask", "Who tests the generator?", str(doc), "--json", timeout=300)

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+from lcdoc.qa.needles import cut_to_tokens, parse_list, plant  # noqa: F401  (imported from here by callers)
+
 CITIES = ["Tromso", "Valparaiso", "Hobart", "Windhoek", "Ushuaia", "Reykjavik", "Nuuk", "Ulaanbaatar"]
 WORDS = ["amber", "cobalt", "falcon", "juniper", "lantern", "marble", "orchid", "quartz"]
 
@@ -47,38 +49,21 @@ def make_needles(n: int, seed: int) -> list[Needle]:
     return out
 
 
-def plant(haystack_paras: list[str], needles: list[Needle], depth: int) -> str:
-    """Needles inserted at a paragraph boundary `depth` percent of the way in (spread when several)."""
-    paras = list(haystack_paras)
-    for i, nd in enumerate(needles):
-        d = depth if len(needles) == 1 else min(100, depth + i * (100 - depth) // max(1, len(needles)))
-        k = round(len(paras) * d / 100)
-        paras.insert(k, nd.fact)
-    return "\n\n".join(paras)
+def haystack_text(paths: list[str] | None, on_failure: Callable[[str, str], None] | None) -> str:
+    """The user's documents joined as one haystack (each unreadable one named), or the bundled."""
+    from lcdoc.errors import InputFileError
+    from lcdoc.ingest import read_documents
+    from lcdoc.qa.needles import default_haystack
 
-
-def cut_to_tokens(text: str, n_tokens: int, count: Callable[[str], int]) -> list[str]:
-    """Whole paragraphs from the start of text totalling about n_tokens of the model's tokens."""
-    paras, total = [], 0
-    for p in text.split("\n\n"):
-        t = count(p) + 1
-        if total + t > n_tokens:
-            break
-        paras.append(p)
-        total += t
-    return paras
-
-
-def parse_list(spec: str) -> list[int]:
-    """'1k,2k,4k' -> [1024, 2048, 4096]; '0,50,100' -> [0, 50, 100]."""
-    out = []
-    for part in spec.split(","):
-        part = part.strip().lower()
-        if part.endswith("k"):
-            out.append(int(float(part[:-1]) * 1024))
-        elif part:
-            out.append(int(part))
-    return out
+    if not paths:
+        return default_haystack()
+    docs, failed = read_documents(paths)
+    for x in failed:
+        if on_failure:
+            on_failure(x.path, x.reason)
+    if not docs:
+        raise InputFileError(str(paths[0]), "no readable document in the haystack")
+    return "\n\n".join(d.text for d in docs)
 
 
 def run_niah(
@@ -98,30 +83,17 @@ def run_niah(
     """Every (length, depth) cell through lcdoc's ask path; writes trials.csv and trials.json.
     n_ctx: one planned context for every length and mode (YaRN past the native one), so that
     auto faces the same choice a user's plan gives it; None: each length's own, as before."""
-    from lcdoc.ask import ask
+    from lcdoc.qa.ask import ask
     from lcdoc.engine.llm import Engine, Tokenizer, resolve_model
     from lcdoc.engine.arch import read_arch
-    from lcdoc.eval.haystack import default_haystack
-    from lcdoc.ingest import read_documents
-    from lcdoc.settings import load_settings
+    from lcdoc.settings import Settings
 
-    s = settings or load_settings()
+    s = settings or Settings()
     s = s.replace(answer_tokens=48 if n_needles == 1 else 24 * n_needles + 24)
     path = resolve_model(model or s.model)
     native = read_arch(path).n_ctx_train
     tok = Tokenizer(path)
-    if haystack_paths:
-        docs, failed = read_documents(haystack_paths)
-        for x in failed:
-            if on_failure:
-                on_failure(x.path, x.reason)
-        if not docs:
-            from lcdoc.errors import InputFileError
-
-            raise InputFileError(str(haystack_paths[0]), "no readable document in the haystack")
-        text = "\n\n".join(d.text for d in docs)
-    else:
-        text = default_haystack()
+    text = haystack_text(haystack_paths, on_failure)
     import tempfile
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -227,9 +199,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="niah-out")
     ap.add_argument("--index-dir", default="/tmp/lcdoc-niah-indexes")
     a = ap.parse_args(argv)
-    from lcdoc.settings import load_settings
+    from lcdoc.settings import Settings
 
-    s = load_settings(index_dir=Path(a.index_dir))
+    s = Settings(index_dir=Path(a.index_dir))
     out = Path(a.out)
     run_niah(parse_list(a.lengths), parse_list(a.depths), a.mode, a.needles, None, a.model, out, s,
              on_trial=lambda t: print(f"{t.length:>7} {t.depth:>3}% {t.found}/{t.needles} {t.rope} "

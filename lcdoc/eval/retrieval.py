@@ -51,7 +51,7 @@ def plant_facts(paths: list[str], out_dir: Path, n_facts: int, seed: int = 0,
         if on_failure:
             on_failure(x.path, x.reason)
     if not docs:
-        from lcdoc.eval.haystack import default_haystack
+        from lcdoc.qa.needles import default_haystack
 
         from lcdoc.ingest import Document
 

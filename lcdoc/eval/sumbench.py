@@ -11,7 +11,7 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> None:
     from lcdoc.engine.llm import Engine
-    from lcdoc.summarize import summarize_paths
+    from lcdoc.summarize import LocalSummarizer, summarize_paths
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("folder")
@@ -24,8 +24,8 @@ def main(argv: list[str] | None = None) -> None:
     for n in [int(x) for x in a.parallel.split(",")]:
         work = Path(tempfile.mkdtemp())
         t0 = time.perf_counter()
-        rep = summarize_paths([a.folder], eng, work / "out", work / "cache", max_words=a.max_words,
-                              parallel=n)
+        rep = summarize_paths([a.folder], LocalSummarizer(eng, max_words=a.max_words, parallel=n),
+                              work / "out", work / "cache", max_words=a.max_words)
         secs = time.perf_counter() - t0
         docs = len(rep.done)
         routes = sorted({s.route for s in rep.done})

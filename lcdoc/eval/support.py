@@ -18,7 +18,7 @@ import re
 import sys
 from pathlib import Path
 
-from lcdoc.evidence import sentences, supported
+from lcdoc.qa.evidence import sentences, supported
 
 DEFAULT = ["/usr/share/common-licenses/Apache-2.0", "/usr/share/common-licenses/GPL-3",
            "/usr/share/common-licenses/MPL-2.0", "/usr/share/common-licenses/Artistic",

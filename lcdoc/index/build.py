@@ -309,6 +309,48 @@ class _Batches:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _changed(store, files: list[Path], existing: dict, rechunk: bool,
+             report: IndexReport) -> list[Path]:
+    """The files to read: new or changed ones (all of them when the chunking changed). A file
+    touched but not changed (same hash) only has its new stat remembered."""
+    todo: list[Path] = []
+    for f in files:
+        old = existing.get(doc_key(f))
+        try:
+            same = old is not None and not rechunk and _same_stat(old, f)
+            if old is not None and not rechunk and not same and old.sha256 == _sha256(f):
+                st = f.stat()
+                store.set_stat(old.path, st.st_size, st.st_mtime)
+                same = True
+        except OSError:
+            same = False  # unreadable now: reading it reports why
+        if same:
+            report.unchanged += 1
+        else:
+            todo.append(f)
+    return todo
+
+
+def _chunked(path: Path, result, chunk_tokens: int, chunk_overlap: int, report: IndexReport
+             ) -> tuple[Document | None, list[Chunk]]:
+    """The document read and its chunks, or (None, []) with the failure named in the report
+    (one file's failure never stops the others)."""
+    if isinstance(result, InputFileError):
+        report.failed.append(Skipped(str(path), result.problem))
+        return None, []
+    try:
+        doc = Document(doc_key(path), result.text, result.kind, result.sha256,
+                       result.page_starts, result.outline)
+        chunks = chunk_document(doc, chunk_tokens, chunk_overlap)
+    except Exception as e:
+        report.failed.append(Skipped(str(path), f"could not be indexed ({type(e).__name__}: {e})"))
+        return None, []
+    if not chunks:
+        report.failed.append(Skipped(str(path), "no text to index"))
+        return None, []
+    return doc, chunks
+
+
 def update_index(
     index: Index,
     paths: list[str | Path],
@@ -339,21 +381,7 @@ def update_index(
         chunking = f"v{CHUNKER_VERSION}:{chunk_tokens}/{chunk_overlap}"
         rechunk = store.get_meta("chunking") not in (None, chunking)
 
-        todo: list[Path] = []
-        for f in files:
-            old = existing.get(doc_key(f))
-            try:
-                same = old is not None and not rechunk and _same_stat(old, f)
-                if old is not None and not rechunk and not same and old.sha256 == _sha256(f):
-                    st = f.stat()  # touched, not changed: remember its new stat, skip it
-                    store.set_stat(old.path, st.st_size, st.st_mtime)
-                    same = True
-            except OSError:
-                same = False  # unreadable now: reading it reports why
-            if same:
-                report.unchanged += 1
-            else:
-                todo.append(f)
+        todo = _changed(store, files, existing, rechunk, report)
         gone = _confirmed_gone(existing, paths, files, skipped, report)
 
         index.check_embedding_model()  # before any work: another model's vectors never mix in
@@ -364,19 +392,8 @@ def update_index(
                 if on_progress:
                     on_progress("reading", i, len(todo))
                 result, st = _reread_if_changed(path, stats.pop(path), result)
-                if isinstance(result, InputFileError):
-                    report.failed.append(Skipped(str(path), result.problem))
-                    continue
-                try:
-                    doc = Document(doc_key(path), result.text, result.kind, result.sha256,
-                                   result.page_starts, result.outline)
-                    chunks = chunk_document(doc, chunk_tokens, chunk_overlap)
-                except Exception as e:  # one file's failure is named; the others go on
-                    report.failed.append(Skipped(str(path), f"could not be indexed "
-                                                            f"({type(e).__name__}: {e})"))
-                    continue
-                if not chunks:
-                    report.failed.append(Skipped(str(path), "no text to index"))
+                doc, chunks = _chunked(path, result, chunk_tokens, chunk_overlap, report)
+                if doc is None:
                     continue
                 batches.add((doc, st.st_mtime, st.st_size, chunks), commit_chunks)
                 report.indexed += 1

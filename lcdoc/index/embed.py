@@ -16,14 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from lcdoc.errors import ModelMissingError, UsageError
-from lcdoc.index.onnx_export import ExportError
-
-
-def model_identity(folder: Path) -> str:
-    """A model's name as an index records it: its folder's name (the package's for a 'model'
-    folder). Computed without loading the model, so a mismatch is caught before any work."""
-    folder = Path(folder)
-    return folder.parent.name if folder.name == "model" else folder.name
+from lcdoc.index.onnx_export import ExportError, model_identity  # noqa: F401
 
 
 def resolve_embedding_model(model_dir: Path | str | None) -> Path:
@@ -161,14 +154,11 @@ def gpu_present() -> bool:
 
 @lru_cache(maxsize=4)
 def get_embedder(model_dir: str | None = None, precision: str = "fp32",
-                 for_indexing: bool = False) -> Embedder:
+                 for_indexing: bool = False, runtime: str | None = None) -> Embedder:
     """One embedder per process and precision. fp32 indexing on a GPU runs PyTorch on CUDA (the
     same numbers as the fp32 export, within float noise); everything else runs the export. The
     embed_runtime setting forces one; a model that cannot be exported runs on PyTorch at fp32."""
-    from lcdoc.settings import load_settings
-
     path = Path(model_dir) if model_dir else None
-    runtime = load_settings().embed_runtime
     if runtime not in (None, "onnx", "torch"):
         raise UsageError(f"embed_runtime {runtime!r}: onnx or torch")
     if runtime == "torch" or (runtime is None and for_indexing and precision == "fp32"

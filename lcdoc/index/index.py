@@ -23,9 +23,9 @@ def index_path(name: str, index_dir: Path | None = None, allow_path: bool = True
     library allows it (allow_path): what a user types after --index is always a plain name, so
     no index folder can land outside the index dir."""
     if index_dir is None:
-        from lcdoc.settings import load_settings
+        from lcdoc.settings import default_index_dir
 
-        index_dir = load_settings().index_dir
+        index_dir = default_index_dir()
     if allow_path and ("/" in name or name.startswith(".")):
         return Path(name)
     if not re.fullmatch(r"\w[\w.-]*", name) or ".." in name:
@@ -38,8 +38,9 @@ class Index:
     """A persistent hybrid index; open it, update it with `update`, query it with `search`."""
 
     def __init__(self, folder: Path, store: Store, embed_model: Path | None = None,
-                 embed_precision: str | None = None) -> None:
+                 embed_precision: str | None = None, embed_runtime: str | None = None) -> None:
         self.folder = folder
+        self.embed_runtime = embed_runtime  # onnx / torch; None: chosen by machine (embed.get_embedder)
         self.store = store
         self.embed_model = embed_model
         self.new_precision = embed_precision  # for an index with no vectors yet; None: by machine
@@ -50,7 +51,7 @@ class Index:
     @classmethod
     def open(cls, name: str, index_dir: Path | None = None, create: bool = False,
              embed_model: Path | None = None, allow_path: bool = True,
-             embed_precision: str | None = None) -> "Index":
+             embed_precision: str | None = None, embed_runtime: str | None = None) -> "Index":
         """Open an index by name (or path, where allow_path); `create` makes it if absent."""
         from lcdoc.private import private_dir
 
@@ -69,8 +70,17 @@ class Index:
             if not os.access(folder, os.W_OK):
                 raise IndexWriteError(f"{folder}: the folder is read-only; the index can be "
                                       f"searched but not updated there")
-            return cls(folder, Store(db, create=True), embed_model, embed_precision)
-        return cls(folder, Store(db, readonly=not writable), embed_model, embed_precision)
+            return cls(folder, Store(db, create=True), embed_model, embed_precision, embed_runtime)
+        return cls(folder, Store(db, readonly=not writable), embed_model, embed_precision,
+                   embed_runtime)
+
+    @classmethod
+    def from_settings(cls, name: str, s, create: bool = False) -> "Index":
+        """A named index under the settings' index dir, opened with their embedding model,
+        precision (for a new index) and runtime; never a path (what follows --index)."""
+        return cls.open(name, s.index_dir, create=create, embed_model=s.embed_model,
+                        allow_path=False, embed_precision=s.embed_precision,
+                        embed_runtime=s.embed_runtime)
 
     def close(self) -> None:
         self.store.close()
@@ -177,7 +187,8 @@ class Index:
 
         self.check_embedding_model()
         model = self._embed_model()
-        return get_embedder(str(model) if model else None, self.embed_precision(), for_indexing)
+        return get_embedder(str(model) if model else None, self.embed_precision(), for_indexing,
+                            self.embed_runtime)
 
     def search(self, query: str, k: int = 10, mode: SearchMode = "hybrid",
                depth: int | None = None) -> list[Hit]:

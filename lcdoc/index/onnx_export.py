@@ -22,6 +22,13 @@ from lcdoc.errors import ModelMissingError
 EXPORT_VERSION = 4
 
 
+def model_identity(folder: Path) -> str:
+    """A model's name as an index records it: its folder's name (the package's for a 'model'
+    folder). Computed without loading the model, so a mismatch is caught before any work."""
+    folder = Path(folder)
+    return folder.parent.name if folder.name == "model" else folder.name
+
+
 class ExportError(ModelMissingError):
     """This model cannot be run without PyTorch (no tokenizer.json, unknown pooling)."""
 
@@ -47,7 +54,6 @@ def export_key(folder: Path) -> str:
 
 
 def export_dir(folder: Path) -> Path:
-    from lcdoc.index.embed import model_identity
 
     return cache_root() / f"{model_identity(folder)}-{export_key(folder)}"
 

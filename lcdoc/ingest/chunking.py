@@ -196,20 +196,11 @@ def _count_bounded(count: Callable[[Sequence[str]], list[int]], text: str,
     return out
 
 
-def chunk_document(
-    doc: Document,
-    max_tokens: int = 256,
-    overlap_tokens: int = 32,
-    count_tokens: Callable[[Sequence[str]], list[int]] | None = None,
-) -> list[Chunk]:
-    """Chunks of at most about `max_tokens` embedding tokens, never crossing a major heading needlessly."""
-    count = count_tokens or embedding_token_counter()
-    text = doc.text
-    budget = max(16, max_tokens - 24)  # room for [CLS], [SEP] and the heading prefix
-    # The file's own outline when it has one (PDF bookmarks); line heuristics only otherwise.
-    headings = list(doc.outline) if doc.outline else find_headings(text, doc.kind)
+Unit = tuple[int, int, int, int]  # start, end, tokens, section index
 
-    # Sections: (start, end, heading path).
+
+def sections_of(text: str, headings: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """(start, end, heading path "A > B") of each section the headings open, in order."""
     sections: list[tuple[int, int, str]] = []
     stack: list[tuple[int, str]] = []
     bounds = [h[0] for h in headings] + [len(text)]
@@ -220,9 +211,12 @@ def chunk_document(
             stack.pop()
         stack.append((level, title))
         sections.append((pos, nxt, " > ".join(t for _, t in stack)))
+    return sections
 
-    # Units: paragraphs, split further while over budget; each tagged with its section.
-    units: list[tuple[int, int, int, int]] = []  # start, end, tokens, section index
+
+def units_of(text: str, sections: list[tuple[int, int, str]], count, budget: int) -> list[Unit]:
+    """Paragraphs, split further while over budget, each tagged with its section, in order."""
+    units: list[Unit] = []
     for si, (a, b, _) in enumerate(sections):
         todo = _units(text, a, b)
         while todo:
@@ -238,40 +232,43 @@ def chunk_document(
                         units.append((x, y, t, si))
                         nxt.pop()
             todo = nxt
-    units.sort()
+    return sorted(units)
 
+
+def _chunk(doc: Document, sections: list[tuple[int, int, str]], cur: list[Unit],
+           ordinal: int) -> Chunk:
+    """One chunk of consecutive units, named for the section most of its tokens are in."""
+    a, b = cur[0][0], cur[-1][1]
+    by_section: dict[int, int] = {}
+    for u in cur:
+        by_section[u[3]] = by_section.get(u[3], 0) + u[2]
+    heading = sections[max(by_section, key=lambda s: (by_section[s], -s))][2]
+    return Chunk(path=doc.path, ordinal=ordinal, text=doc.text[a:b], start=a, end=b,
+                 heading=heading, page_start=doc.page_at(a), page_end=doc.page_at(max(a, b - 1)),
+                 n_tokens=sum(u[2] for u in cur))
+
+
+def chunk_document(
+    doc: Document,
+    max_tokens: int = 256,
+    overlap_tokens: int = 32,
+    count_tokens: Callable[[Sequence[str]], list[int]] | None = None,
+) -> list[Chunk]:
+    """Chunks of at most about `max_tokens` embedding tokens, never crossing a major heading needlessly."""
+    count = count_tokens or embedding_token_counter()
+    budget = max(16, max_tokens - 24)  # room for [CLS], [SEP] and the heading prefix
+    # The file's own outline when it has one (PDF bookmarks); line heuristics only otherwise.
+    headings = list(doc.outline) if doc.outline else find_headings(doc.text, doc.kind)
+    sections = sections_of(doc.text, headings)
     chunks: list[Chunk] = []
-    cur: list[tuple[int, int, int, int]] = []
-
-    def flush() -> None:
-        if not cur:
-            return
-        a, b = cur[0][0], cur[-1][1]
-        by_section: dict[int, int] = {}
-        for u in cur:
-            by_section[u[3]] = by_section.get(u[3], 0) + u[2]
-        heading = sections[max(by_section, key=lambda s: (by_section[s], -s))][2]
-        chunks.append(
-            Chunk(
-                path=doc.path,
-                ordinal=len(chunks),
-                text=text[a:b],
-                start=a,
-                end=b,
-                heading=heading,
-                page_start=doc.page_at(a),
-                page_end=doc.page_at(max(a, b - 1)),
-                n_tokens=sum(u[2] for u in cur),
-            )
-        )
-
-    for u in units:
+    cur: list[Unit] = []
+    for u in units_of(doc.text, sections, count, budget):
         size = sum(x[2] for x in cur)
         new_section = bool(cur) and u[3] != cur[-1][3]
         # A new section starts a new chunk unless the current one is still a stub (a lone heading).
         if cur and (size + u[2] > budget or (new_section and size >= budget // 4)):
-            flush()
-            carry: list[tuple[int, int, int, int]] = []
+            chunks.append(_chunk(doc, sections, cur, len(chunks)))
+            carry: list[Unit] = []
             if not new_section and overlap_tokens > 0:
                 for x in reversed(cur):
                     if sum(c[2] for c in carry) + x[2] > overlap_tokens or len(carry) + 1 >= len(cur):
@@ -279,5 +276,6 @@ def chunk_document(
                     carry.insert(0, x)
             cur = carry
         cur.append(u)
-    flush()
+    if cur:
+        chunks.append(_chunk(doc, sections, cur, len(chunks)))
     return chunks

@@ -60,6 +60,46 @@ def _outside(p: Path, roots: list[str]) -> str | None:
     return target
 
 
+def file_problem(p: Path, max_bytes: int) -> str | None:
+    """Why a file is left out (unreadable, not a regular file, too large, empty, binary), or None."""
+    try:
+        st = p.stat()
+    except OSError as e:
+        return f"cannot read ({e.strerror})"
+    if not stat.S_ISREG(st.st_mode):  # opening a FIFO would block; a device never ends
+        return f"not a regular file ({'a FIFO' if stat.S_ISFIFO(st.st_mode) else 'a device or socket'})"
+    if st.st_size > max_bytes:
+        return f"larger than the {max_bytes // 2**20} MiB limit"
+    if st.st_size == 0:
+        return "empty file"
+    try:
+        with open(p, "rb") as f:
+            head = f.read(SNIFF_BYTES)
+    except OSError as e:
+        return f"cannot read ({e.strerror})"
+    is_pdf = head.lstrip()[:5] == b"%PDF-"
+    is_gz = head[:2] == b"\x1f\x8b" and p.name.endswith(".gz")
+    if not (is_pdf or is_gz) and looks_binary(head):
+        return "binary file"
+    return None
+
+
+def link_problem(p: Path, roots: list[str], follow_links: bool) -> str | None:
+    """Why a symbolic link inside a folder is not taken, or None to take it."""
+    if not p.exists():
+        try:
+            p.stat()
+            return "broken symbolic link"
+        except OSError as e:
+            return "symbolic link loop" if e.errno == errno.ELOOP else "broken symbolic link"
+    if p.is_dir():
+        return "symbolic link to a folder (not followed)"
+    target = None if follow_links else _outside(p, roots)
+    if target is not None:
+        return f"symbolic link to {target}, outside the folders given (--follow-links takes it)"
+    return None
+
+
 def walk_paths(
     paths: list[str | Path],
     include: tuple[str, ...] = (),
@@ -78,56 +118,15 @@ def walk_paths(
     def consider(p: Path, rel: str, explicit: bool) -> None:
         if os.path.realpath(p) in seen:
             return
-        if not explicit:
-            if include and not _matches(rel, include):
-                return
-            if exclude and _matches(rel, exclude):
-                return
-        try:
-            st = p.stat()
-        except OSError as e:
-            skipped.append(Skipped(str(p), f"cannot read ({e.strerror})"))
+        if not explicit and ((include and not _matches(rel, include))
+                             or (exclude and _matches(rel, exclude))):
             return
-        if not stat.S_ISREG(st.st_mode):  # opening a FIFO would block; a device never ends
-            kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device or socket"
-            skipped.append(Skipped(str(p), f"not a regular file ({kind})"))
-            return
-        size = st.st_size
-        if size > max_bytes:
-            skipped.append(Skipped(str(p), f"larger than the {max_bytes // 2**20} MiB limit"))
-            return
-        if size == 0:
-            skipped.append(Skipped(str(p), "empty file"))
-            return
-        try:
-            with open(p, "rb") as f:
-                head = f.read(SNIFF_BYTES)
-        except OSError as e:
-            skipped.append(Skipped(str(p), f"cannot read ({e.strerror})"))
-            return
-        is_pdf = head.lstrip()[:5] == b"%PDF-"
-        is_gz = head[:2] == b"\x1f\x8b" and p.name.endswith(".gz")
-        if not (is_pdf or is_gz) and looks_binary(head):
-            skipped.append(Skipped(str(p), "binary file"))
+        why = file_problem(p, max_bytes)
+        if why:
+            skipped.append(Skipped(str(p), why))
             return
         seen.add(os.path.realpath(p))
         files.append(p)
-
-    def link_problem(p: Path) -> str | None:
-        """Why a symbolic link inside a folder is not taken, or None to take it."""
-        if not p.exists():
-            try:
-                p.stat()
-                return "broken symbolic link"
-            except OSError as e:
-                return "symbolic link loop" if e.errno == errno.ELOOP else "broken symbolic link"
-        if p.is_dir():
-            return "symbolic link to a folder (not followed)"
-        target = None if follow_links else _outside(p, roots)
-        if target is not None:
-            return (f"symbolic link to {target}, outside the folders given "
-                    f"(--follow-links takes it)")
-        return None
 
     for given in paths:
         root = Path(given)
@@ -142,11 +141,10 @@ def walk_paths(
                         if not exclude or not _matches(rel, exclude):
                             skipped.append(Skipped(str(p), "hidden file"))
                         continue
-                    if p.is_symlink():
-                        why = link_problem(p)
-                        if why:
-                            skipped.append(Skipped(str(p), why))
-                            continue
+                    why = link_problem(p, roots, follow_links) if p.is_symlink() else None
+                    if why:
+                        skipped.append(Skipped(str(p), why))
+                        continue
                     consider(p, rel, explicit=False)
         elif root.exists():
             skipped.append(Skipped(str(root), "not a regular file or folder"))

@@ -10,17 +10,14 @@ stuffs only up to the measured effective length.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-THRESHOLD = 0.6  # a length holds when at least this share of its depths found the fact (2 of 3)
-FORMAT = 1
+from lcdoc.qa.profile import THRESHOLD, Profile, effective_length, model_sha256, profile_path
 
 # (fact, paraphrased question, what the answer must contain): no key word of the question is in
 # the fact except the place name, which many haystack sentences do not carry.
@@ -51,101 +48,6 @@ class CalTrial:
     seconds: float
 
 
-@dataclass(frozen=True)
-class Profile:
-    model: str
-    model_sha256: str
-    model_size: int
-    settings: str  # the cache-shaping settings (context, KV types, RoPE scaling, SWA, flash)
-    n_ctx: int
-    effective_length: int  # the longest length that held (and every shorter one); 0: none
-    grid: dict  # {length: share of depths found}
-    trials: list
-    measured_at: str
-    seconds: float
-
-    def summary(self) -> str:
-        cells = ", ".join(f"{int(k) // 1024 if int(k) >= 1024 else k}{'K' if int(k) >= 1024 else ''}"
-                          f" {v:.0%}" for k, v in sorted(self.grid.items(), key=lambda x: int(x[0])))
-        return (f"effective length {self.effective_length} tokens (lcdoc calibrate, "
-                f"{self.measured_at}: found {cells})")
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "lcdoc"
-
-
-def model_sha256(path: Path) -> str:
-    """The model file's SHA-256, remembered per (path, size, mtime): hashed once per file."""
-    path = Path(path).resolve()
-    st = path.stat()
-    memo = cache_dir() / "model-hashes.json"
-    key = f"{path}:{st.st_size}:{int(st.st_mtime)}"
-    try:
-        known = json.loads(memo.read_text())
-    except (OSError, ValueError):
-        known = {}
-    if key not in known:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                h.update(block)
-        known[key] = h.hexdigest()
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_name(f".{memo.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(known))
-        os.replace(tmp, memo)
-    return known[key]
-
-
-def profile_path(model: Path, settings: str) -> Path:
-    digest = hashlib.sha256(f"{FORMAT}:{settings}".encode()).hexdigest()[:12]
-    return cache_dir() / "calibration" / f"{model_sha256(model)[:16]}-{digest}.json"
-
-
-def _hash_known_or_worth_it(path: Path) -> bool:
-    """Hashing a multi-GB model costs seconds: only when its hash is remembered already, or some
-    profile was measured on a file of exactly its size (the same model, copied or moved)."""
-    path = Path(path).resolve()
-    st = path.stat()
-    try:
-        if f"{path}:{st.st_size}:{int(st.st_mtime)}" in json.loads(
-                (cache_dir() / "model-hashes.json").read_text()):
-            return True
-    except (OSError, ValueError):
-        pass
-    for p in (cache_dir() / "calibration").glob("*.json"):
-        try:
-            if json.loads(p.read_text()).get("model_size") == st.st_size:
-                return True
-        except (OSError, ValueError):
-            continue
-    return False
-
-
-def load_profile(model: Path, settings: str) -> Profile | None:
-    """The stored profile for this model file and cache settings (lcdoc.engine.plan's
-    cache_settings), or None (uncalibrated)."""
-    try:
-        if not _hash_known_or_worth_it(model):
-            return None
-        d = json.loads(profile_path(model, settings).read_text())
-        return Profile(**d)
-    except (OSError, ValueError, TypeError):
-        return None
-
-
-def effective_length(grid: dict[int, float], threshold: float = THRESHOLD) -> int:
-    """The longest length whose share found, and every shorter length's, reaches the threshold."""
-    best = 0
-    for length in sorted(grid):
-        if grid[length] < threshold:
-            break
-        best = length
-    return best
-
-
 def default_lengths(budget: int, native: int) -> list[int]:
     """Doublings from 1K up to the budget (the native context and the budget itself included)."""
     out, n = [], 1024
@@ -174,10 +76,9 @@ def calibrate(engine, settings, lengths: list[int] | None = None,
     the effective length, and they cost the most), unless full."""
     import tempfile
 
-    from lcdoc.ask import SYSTEM, ask
-    from lcdoc.eval.haystack import default_haystack
-    from lcdoc.eval.niah import cut_to_tokens, plant
-    from lcdoc.route import context_budget
+    from lcdoc.qa.ask import SYSTEM, ask
+    from lcdoc.qa.needles import cut_to_tokens, default_haystack, plant
+    from lcdoc.qa.route import context_budget
 
     s = settings.replace(answer_tokens=48)
     pre, suf, _ = engine.chat_parts(SYSTEM, "", TEMPLATES[0][1])

@@ -7,13 +7,15 @@ import hashlib
 from pathlib import Path
 from typing import Callable
 
-from lcdoc.answer import Answer, Source, cite, drop_unknown_citations, mark_cited  # noqa: F401
-from lcdoc.conversation import INDEX_SHARE, Fitted, fit_history, retrieval_query
+from lcdoc.qa.answer import Answer, Source, cite, drop_unknown_citations, mark_cited  # noqa: F401
+from lcdoc.qa.conversation import INDEX_SHARE, Fitted, fit_history, retrieval_query
 from lcdoc.errors import DoesNotFitError, InputFileError, UsageError
-from lcdoc.evidence import UNANSWERED, supported
+from lcdoc.qa.evidence import UNANSWERED, supported
 from lcdoc.ingest import Document, load_stdin, read_documents
-from lcdoc.route import Route, choose_route, context_budget
-from lcdoc.strategies import (  # noqa: F401  (the names tests and callers import from here)
+from lcdoc.qa.protocols import Model
+from lcdoc.settings import Settings
+from lcdoc.qa.route import Route, choose_route, context_budget
+from lcdoc.qa.strategies import (  # noqa: F401  (the names tests and callers import from here)
     STRATEGIES, SYSTEM, AskContext, MergedIndex, all_documents, attribute,
     lost_in_the_middle_order, numbered, rag_passages, stuff_context)
 
@@ -40,29 +42,24 @@ def gather_documents(paths: list[str], stdin_data: bytes | None = None
 
 
 
-def adhoc_index(docs: list[Document], index_dir: Path, embed_model: Path | None):
+def adhoc_index(docs: list[Document], s: Settings):
     """The documents given on the command line (stdin included, its pages kept), indexed on the
     fly from what was read, in a cache folder keyed by their content; (index, their paths)."""
     from lcdoc.index import Index, index_documents
 
     key = hashlib.sha256("".join(sorted(d.sha256 for d in docs)).encode()).hexdigest()[:16]
-    idx = Index.open(str(index_dir / "_adhoc" / key), create=True, embed_model=embed_model)
+    idx = Index.open(str(s.index_dir / "_adhoc" / key), create=True, embed_model=s.embed_model,
+                     embed_precision=s.embed_precision, embed_runtime=s.embed_runtime)
     index_documents(idx, docs)
     return idx, {d.path for d in idx.store.documents()}
 
 
 def stuff_limit(eng) -> tuple[int, str]:
     """How many tokens auto may stuff for this engine's model and plan, and why."""
-    from lcdoc.calibrate import load_profile
-    from lcdoc.route import default_stuff_limit
+    from lcdoc.qa.profile import stuff_limit as limit_for
 
-    prof = load_profile(eng.path, eng.cache_settings)
-    if prof is not None:
-        return prof.effective_length, "calibrated: " + prof.summary()
-    native = eng.arch.n_ctx_train
-    limit = default_stuff_limit(native)
-    return limit, (f"not calibrated: stuffing up to {limit} tokens, half the native {native}-token "
-                   f"context (the default; `lcdoc calibrate` measures this model and plan)")
+    limit, why, _ = limit_for(eng.path, eng.cache_settings, eng.arch.n_ctx_train)
+    return limit, why
 
 
 # --- the main entry -----------------------------------------------------------------------
@@ -71,8 +68,8 @@ def ask(
     paths: list[str] | None = None,
     index_name: str | None = None,
     mode: str = "auto",
-    engine=None,
-    settings=None,
+    engine: Model | None = None,
+    settings: Settings | None = None,
     on_text: Callable[[str], None] | None = None,
     on_route: Callable[[Route], None] | None = None,
     stdin_data: bytes | None = None,
@@ -85,16 +82,15 @@ def ask(
     from lcdoc.engine.llm import Engine
     from lcdoc.engine.plan import plan_report
     from lcdoc.index import Index
-    from lcdoc.route import MODES
-    from lcdoc.settings import load_settings
+    from lcdoc.qa.route import MODES
 
-    s = settings or load_settings()
+    s = settings or Settings()
     if mode not in MODES:
         raise UsageError(f"--mode {mode}: choose one of {', '.join(MODES)}")
     if not question.strip():
         raise UsageError("the question is empty")
     paths = list(paths or [])
-    index = Index.open(index_name, s.index_dir, embed_model=s.embed_model, allow_path=False) if index_name else None
+    index = Index.from_settings(index_name, s) if index_name else None
     if not paths and index is None:
         raise UsageError("nothing to ask about: give files, '-' for stdin, or --index NAME")
     if index is not None and not paths:
@@ -104,9 +100,7 @@ def ask(
         raise InputFileError(failed[0][0] if failed else paths[0],
                              failed[0][1] if failed else "no readable document")
 
-    eng = engine or Engine(s.model, n_ctx=s.ctx, kv_type=s.kv_type, gpu_layers=s.gpu_layers,
-                           cache_dir=s.index_dir / ".prompt-cache", n_threads=s.threads,
-                           disk_bytes=s.prompt_cache_bytes)
+    eng = engine or Engine.from_settings(s)
     doc_tokens = sum(eng.count(stuff_context([d])) for d in docs) if docs else None
     limit, why = stuff_limit(eng) if mode == "auto" else (None, "")
     fitted = _fit_conversation(list(history or []), question, doc_tokens, limit, eng,
@@ -194,7 +188,7 @@ def _retrieval_target(route: str, docs: list[Document], index, s):
     files indexed on the fly; or both, merged (hybrid stuffs the files and searches the index)."""
     if route != "rag" or not docs:
         return index, None
-    adhoc, allowed = adhoc_index(docs, s.index_dir, s.embed_model)
+    adhoc, allowed = adhoc_index(docs, s)
     if index is None:
         return adhoc, allowed
     return MergedIndex([index, adhoc]), None

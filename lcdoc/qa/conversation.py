@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from lcdoc.evidence import first_sentence
+from lcdoc.qa.evidence import first_sentence
 
 Turn = tuple[str, str]  # (question, answer)
 
@@ -89,39 +89,3 @@ def retrieval_query(question: str, history: Sequence[Turn], turns: int = 2) -> s
     hold space. A question that stands alone (no history) is searched as it is."""
     earlier = [q for q, _ in list(history)[-turns:] if q != SUMMARY_QUESTION]
     return " ".join(earlier + [question]) if earlier else question
-
-
-@dataclass
-class Thread:
-    """A conversation being continued or started: its id, its turns so far, and what it is about."""
-
-    id: str
-    turns: list[Turn]
-    paths: list[str]
-    index: str | None
-    mode: str
-    resumed: bool = False
-
-
-def open_thread(history, continue_id: str | None, paths: list[str], index: str | None,
-                mode: str) -> Thread:
-    """The conversation to continue ("last" for the newest, or an id), or a new one. A continued
-    conversation keeps its documents and index when none are given now. `history` is a
-    lcdoc.history.History, or None when nothing is recorded (then nothing can be continued)."""
-    from lcdoc.errors import UsageError
-    from lcdoc.history import new_conversation_id
-
-    if continue_id is None:
-        return Thread(new_conversation_id(), [], list(paths), index, mode)
-    if history is None:
-        raise UsageError("nothing to continue: the history is off (history = false, "
-                         "LCDOC_HISTORY=0 or --no-log)")
-    cid = history.last_conversation() if continue_id == "last" else continue_id
-    entries = history.turns(cid) if cid else []
-    if not entries:
-        raise UsageError("no conversation to continue yet" if continue_id == "last" else
-                         f"no conversation {continue_id!r} in the history (lcdoc log lists them)")
-    last = entries[-1]
-    return Thread(cid, [(e.question, e.answer) for e in entries],
-                  list(paths) or list(last.paths), index or last.index_name,
-                  mode if mode != "auto" else last.mode, resumed=True)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-FINAL = ("answer", "search", "summarize", "error", "mismatch", "pong")
+FINAL = ("ask", "search", "summarize", "error", "mismatch", "pong")  # an op's result is named for it
 
 
 def socket_path() -> Path:

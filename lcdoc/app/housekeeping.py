@@ -88,8 +88,8 @@ def drop_index(name: str, index_dir: Path) -> Path:
 
 def cache_locations(index_dir: Path) -> dict[str, Path]:
     """Where each kind of cached data lives."""
-    from lcdoc.calibrate import cache_dir
-    from lcdoc.history import default_path
+    from lcdoc.qa.calibrate import cache_dir
+    from lcdoc.app.history import default_path
     from lcdoc.index.onnx_export import cache_root
 
     return {"prompt": index_dir / ".prompt-cache", "onnx": cache_root(),

@@ -6,13 +6,14 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
-from lcdoc.answer import Source, cite, mark_cited
+from lcdoc.qa.answer import Source, cite, mark_cited
 from lcdoc.errors import DoesNotFitError
-from lcdoc.evidence import UNANSWERED, best_quote, supported
+from lcdoc.qa.evidence import UNANSWERED, best_quote, supported
+from lcdoc.qa.protocols import Model, Searchable
 from lcdoc.ingest import Document
-from lcdoc.route import Route
+from lcdoc.qa.route import Route
 
 SYSTEM = (
     "You answer questions about documents. Use only the numbered sources below and cite the "
@@ -42,10 +43,10 @@ class AskContext:
 
     question: str
     history: list
-    eng: object
+    eng: Model
     docs: list[Document]  # named files and stdin, read once
-    index: object | None  # the --index, or None
-    search_index: object | None  # what retrieval searches: the index, files indexed on the fly, or both
+    index: Any  # the --index (lcdoc.index.Index), or None
+    search_index: Searchable | None  # what retrieval searches: the index, files indexed on the fly, or both
     allowed: set | None  # paths retrieval may return (None: any)
     budget: int  # tokens of documents the context holds
     limit: int | None  # what auto stuffs at most (calibrated, or the default)
@@ -334,30 +335,35 @@ class MergedStore:
 def map_reduce(question: str, docs: list[Document], eng, budget: int,
                generate_fn: Callable[..., str], on_text: Callable[[str], None] | None = None
                ) -> tuple[str, list[Source]]:
-    """Notes on each context-sized part, then the answer over the notes (level by level if needed)."""
-    from lcdoc.ingest import chunk_document
+    """Notes on each context-sized part, then the answer over the notes (combined level by level
+    while they do not fit); the notes are the sources."""
+    from lcdoc.qa.mapreduce import Note, parts_of, reduce_notes
 
-    def count_many(texts):
-        return [eng.count(t) for t in texts]
+    def run_all(items: list[tuple[str, str, int]]) -> list[str]:
+        out = []
+        for system, context, max_tokens in items:
+            prefix, suffix, stops = eng.chat_parts(system, context, question)
+            out.append(eng.complete(prefix, suffix, max_tokens=max_tokens, stop=stops,
+                                    cache_prefix=False).text.strip())
+        return out
 
-    part_budget = max(256, int(budget * 0.8))
-    notes: list[Passage] = []
+    notes: list[Note] = []
     for d in docs:
-        for c in chunk_document(d, part_budget, 0, count_tokens=count_many):
-            prefix, suffix, stops = eng.chat_parts(
-                "Write short notes on what this part of a document says that helps answer the "
-                "question. Keep names, numbers and page markers.", f"{c.text}", question)
-            comp = eng.complete(prefix, suffix, max_tokens=160, stop=stops, cache_prefix=False)
-            notes.append(Passage(d.path, comp.text.strip(), c.page_start, c.heading, 1.0))
-    while sum(eng.count(n.text) + 24 for n in notes) > budget and len(notes) > 1:
-        merged = []
-        for i in range(0, len(notes), 4):
-            group = notes[i : i + 4]
-            prefix, suffix, stops = eng.chat_parts("Combine these notes into shorter notes.",
-                                                   numbered(group), question)
-            comp = eng.complete(prefix, suffix, max_tokens=200, stop=stops, cache_prefix=False)
-            merged.append(Passage(group[0].path, comp.text.strip(), group[0].page,
-                                   group[0].heading, 1.0))
-        notes = merged
-    text = generate_fn(numbered(notes))
-    return text, [Source(i, n.path, n.page, n.heading, 1.0) for i, n in enumerate(notes, 1)]
+        parts = parts_of(d, max(256, int(budget * 0.8)), eng.count)
+        texts = run_all([(NOTES, c.text, 160) for c in parts])
+        notes += [Note(t, cite(d.path, c.page_start, None, ""),
+                       Passage(d.path, t, c.page_start, c.heading, 1.0))
+                  for c, t in zip(parts, texts)]
+    def passages(group: list[Note]) -> list[Passage]:  # each note where its first part lies
+        return [Passage(n.origin.path, n.text, n.origin.page, n.origin.heading, 1.0) for n in group]
+
+    notes, _ = reduce_notes(notes, budget, eng.count, lambda groups: run_all(
+        [(COMBINE_NOTES, numbered(passages(g)), 200) for g in groups]))
+    text = generate_fn(numbered(passages(notes)))
+    return text, [Source(i, p.path, p.page, p.heading, 1.0)
+                  for i, p in enumerate(passages(notes), 1)]
+
+
+NOTES = ("Write short notes on what this part of a document says that helps answer the question. "
+         "Keep names, numbers and page markers.")
+COMBINE_NOTES = "Combine these notes into shorter notes."

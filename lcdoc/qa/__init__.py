@@ -1,0 +1,1 @@
+"""Question answering: the route (stuff or retrieve), its strategies, the evidence check and the answer."""
