@@ -497,7 +497,7 @@ def drop_cmd(
 def cache_cmd(
     action: Annotated[Optional[str], typer.Argument(help="clear, or nothing to list.")] = None,
     kind: Annotated[Optional[str], typer.Argument(
-        help="prompt, onnx, calibration, history or all (all: every cache but the history).")] = None,
+        help="prompt, onnx, calibration, ocr, history or all (all: every cache but the history).")] = None,
     index_dir: IndexDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

@@ -25,9 +25,15 @@ def run_checks(settings: Settings) -> dict[str, tuple[bool | None, Any]]:
 
     out: dict[str, tuple[bool | None, Any]] = {}
     out["lcdoc"] = (None, f"{__version__} on Python {platform.python_version()}")
-    for dist in ("llama-cpp-python", "faiss-cpu", "sentence-transformers", "torch", "pypdf"):
+    for dist in ("llama-cpp-python", "faiss-cpu", "sentence-transformers", "torch", "pypdf",
+                 "python-docx", "python-pptx", "odfdo", "pypdfium2"):
         v = _version(dist)
         out[dist] = (v != "not installed" if dist != "faiss-cpu" or v != "not installed" else False, v)
+    from lcdoc.ingest.ocr import HOW_TO, tesseract_version
+
+    ocr = tesseract_version()
+    out["OCR (Tesseract)"] = (None, f"tesseract {ocr}: scanned PDF pages are read" if ocr else
+                              f"not installed: scanned PDFs are named, not read; {HOW_TO}")
     try:
         offload = gpu_offload_supported()
         import llama_cpp

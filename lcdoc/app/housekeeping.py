@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lcdoc.errors import IndexMissingError
 
-CACHE_KINDS = ("prompt", "onnx", "calibration", "history")
+CACHE_KINDS = ("prompt", "onnx", "calibration", "ocr", "history")
 
 
 def _size(path: Path) -> int:
@@ -88,12 +88,13 @@ def drop_index(name: str, index_dir: Path) -> Path:
 
 def cache_locations(index_dir: Path) -> dict[str, Path]:
     """Where each kind of cached data lives."""
-    from lcdoc.qa.calibrate import cache_dir
     from lcdoc.app.history import default_path
     from lcdoc.index.onnx_export import cache_root
+    from lcdoc.qa.profile import cache_dir
 
     return {"prompt": index_dir / ".prompt-cache", "onnx": cache_root(),
-            "calibration": cache_dir() / "calibration", "history": default_path()}
+            "calibration": cache_dir() / "calibration", "ocr": cache_dir() / "ocr",
+            "history": default_path()}
 
 
 def cache_sizes(index_dir: Path) -> dict[str, tuple[str, int, int]]:

@@ -161,7 +161,8 @@ def load_all(paths: list[Path], workers: int) -> Iterator[tuple[Path, Document |
                                    mp_context=multiprocessing.get_context("spawn"))
         for p, ranges in plan:
             if ranges:
-                jobs.append((p, [pool.submit(pdf_page_range, p, lo, hi) for lo, hi in ranges]))
+                sha = _sha256(p)  # keys the OCR cache as a whole-file read does
+                jobs.append((p, [pool.submit(pdf_page_range, p, lo, hi, sha) for lo, hi in ranges]))
             else:
                 jobs.append((p, [pool.submit(load_path, p)]))
     try:

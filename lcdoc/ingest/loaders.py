@@ -1,4 +1,5 @@
-"""Turn bytes of PDF, text, Markdown, reStructuredText or HTML into a Document, or say why not."""
+"""Turn bytes of PDF (scanned pages by OCR), text, Markdown, reStructuredText, HTML, or an office
+container (docx, pptx, odt, odp, ods, epub: lcdoc.ingest.office) into a Document, or say why not."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ import zlib
 import io
 import re
 import sys
-from html.parser import HTMLParser
 from pathlib import Path
 
 from lcdoc.errors import InputFileError
 from lcdoc.ingest.document import Document
+from lcdoc.ingest.text import decode_text, html_to_text  # noqa: F401  (imported from here too)
 
 KINDS = {
     ".pdf": "pdf",
@@ -42,76 +43,6 @@ def looks_binary(head: bytes) -> bool:
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
         return False
     return b"\x00" in head[:SNIFF_BYTES]
-
-
-def decode_text(data: bytes) -> str:
-    """Bytes to text; undecodable bytes become U+FFFD rather than stopping the file."""
-    if data.startswith(b"\xef\xbb\xbf"):
-        return data[3:].decode("utf-8", errors="replace")
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return data.decode("utf-16", errors="replace")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        # Mostly-UTF-8 with stray bytes stays UTF-8; otherwise Latin-1 keeps every byte readable.
-        text = data.decode("utf-8", errors="replace")
-        if text.count("\ufffd") > len(text) // 20:
-            return data.decode("cp1252", errors="replace")
-        return text
-
-
-class _HTMLText(HTMLParser):
-    """HTML to plain text, headings kept as Markdown '#' lines so the chunker sees structure."""
-
-    BLOCK = {"p", "div", "br", "li", "tr", "section", "article", "pre", "blockquote", "table",
-             "ul", "ol", "dd", "dt", "header", "footer", "main", "nav", "figure", "hr"}
-    SKIP = {"script", "style", "noscript", "template", "head", "svg"}
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.skip_depth = 0
-        self.title: list[str] = []
-        self.in_title = False
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        if tag in self.SKIP:
-            self.skip_depth += 1
-        if tag == "title":
-            self.in_title = True
-        if re.fullmatch(r"h[1-6]", tag):
-            self.parts.append("\n\n" + "#" * int(tag[1]) + " ")
-        elif tag in self.BLOCK:
-            self.parts.append("\n\n" if tag not in ("br", "li", "tr") else "\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self.SKIP and self.skip_depth:
-            self.skip_depth -= 1
-        if tag == "title":
-            self.in_title = False
-        if re.fullmatch(r"h[1-6]", tag) or tag in self.BLOCK:
-            self.parts.append("\n\n" if tag.startswith("h") or tag == "p" else "\n")
-
-    def handle_data(self, data: str) -> None:
-        if self.in_title:
-            self.title.append(data)
-        elif not self.skip_depth:
-            self.parts.append(data)
-
-    def text(self) -> str:
-        raw = "".join(self.parts)
-        raw = re.sub(r"[ \t\r\f\v]+", " ", raw)
-        raw = re.sub(r"(?m)^ +| +$", "", raw)
-        raw = re.sub(r"(?m)^(#+) *\n+", r"\1 ", raw)
-        return re.sub(r"\n{3,}", "\n\n", raw).strip()
-
-
-def html_to_text(html: str) -> str:
-    """Visible text of an HTML page with its headings as '#' lines."""
-    parser = _HTMLText()
-    parser.feed(html)
-    parser.close()
-    return parser.text()
 
 
 def _pdf_reader(data: bytes, name: str):
@@ -189,10 +120,25 @@ def _gunzip(data: bytes, name: str, limit: int | None = None) -> bytes:
     return out
 
 
+OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # .doc, .ppt, .xls before 2007
+
+
+def is_pdf(data: bytes) -> bool:
+    """A PDF by its header, which readers accept within the first 1024 bytes."""
+    return b"%PDF-" in data[:1024]
+
+
+def fill_scanned(data: bytes, name: str, sha256: str, pages: list[str], lo: int = 0) -> list[str]:
+    """Scanned pages (images without a text layer) read by OCR (lcdoc.ingest.ocr)."""
+    from lcdoc.ingest.ocr import fill_scanned as ocr_fill
+
+    return ocr_fill(data, name, sha256, pages, lo)
+
+
 def _check_pdf(data: bytes, name: str) -> bytes:
-    if not data.lstrip()[:5] == b"%PDF-":
+    if not is_pdf(data):
         raise InputFileError(name, "not a PDF (no %PDF- header)")
-    return data
+    return data[data.index(b"%PDF-"):]
 
 
 def _pdf_bytes(path: str | Path) -> bytes:
@@ -204,9 +150,12 @@ def pdf_page_count(path: str | Path) -> int:
     return len(_pdf_reader(_pdf_bytes(path), str(path)).pages)
 
 
-def pdf_page_range(path: str | Path, lo: int, hi: int) -> list[str]:
-    """Text of pages lo..hi-1 of a PDF on disk (top-level so a process pool can run it)."""
-    return _pdf_pages(_pdf_bytes(path), str(path), lo, hi)
+def pdf_page_range(path: str | Path, lo: int, hi: int, sha256: str = "") -> list[str]:
+    """Text of pages lo..hi-1 of a PDF on disk (top-level so a process pool can run it), its
+    scanned pages read by OCR."""
+    data = _pdf_bytes(path)
+    return fill_scanned(data, str(path), sha256 or hashlib.sha256(data).hexdigest(),
+                        _pdf_pages(data, str(path), lo, hi), lo)
 
 
 def pdf_document(name: str, sha256: str, pages: list[str],
@@ -291,16 +240,27 @@ def load_bytes(data: bytes, name: str, kind: str | None = None) -> Document:
 
 
 def _load_bytes(data: bytes, name: str, kind: str | None) -> Document:
+    """By content first (a PDF, a zip container, an old Office file), then by name."""
+    from lcdoc.ingest.archive import ZIP_MAGIC
+
     sha = hashlib.sha256(data).hexdigest()
     data = _gunzip(data, name)
     kind = kind or kind_for(name)
-    if data[:5] == b"%PDF-":
+    if is_pdf(data):
         kind = "pdf"
     if not data.strip():
         raise InputFileError(name, "empty file")
     if kind == "pdf":
         data = _check_pdf(data, name)
-        return pdf_document(name, sha, _pdf_pages(data, name), pdf_outline(_pdf_reader(data, name)))
+        pages = fill_scanned(data, name, sha, _pdf_pages(data, name))
+        return pdf_document(name, sha, pages, pdf_outline(_pdf_reader(data, name)))
+    if data[:4] == ZIP_MAGIC:
+        from lcdoc.ingest.office import load_container
+
+        return load_container(data, name, sha)
+    if data[:8] == OLE2_MAGIC:
+        raise InputFileError(name, "an old binary Office file (.doc, .ppt, .xls): save it as "
+                                   ".docx, .pptx or .odt to read it")
     if looks_binary(data):
         raise InputFileError(name, "binary file, not text")
     text = _clean(decode_text(data))

@@ -12,7 +12,11 @@ from typing import Iterator
 
 from lcdoc.ingest.document import Document
 from lcdoc.errors import InputFileError
-from lcdoc.ingest.loaders import SNIFF_BYTES, load_path, looks_binary
+from lcdoc.ingest.archive import ZIP_MAGIC, sniff_container
+from lcdoc.ingest.loaders import OLE2_MAGIC, SNIFF_BYTES, load_path, looks_binary
+
+# Names of the zip-based formats: a damaged one is read (and named as damaged), not skipped.
+DOCUMENT_SUFFIXES = (".docx", ".pptx", ".odt", ".odp", ".ods", ".epub")
 
 
 @dataclass(frozen=True)
@@ -77,9 +81,15 @@ def file_problem(p: Path, max_bytes: int) -> str | None:
             head = f.read(SNIFF_BYTES)
     except OSError as e:
         return f"cannot read ({e.strerror})"
-    is_pdf = head.lstrip()[:5] == b"%PDF-"
-    is_gz = head[:2] == b"\x1f\x8b" and p.name.endswith(".gz")
-    if not (is_pdf or is_gz) and looks_binary(head):
+    if b"%PDF-" in head[:1024] or (head[:2] == b"\x1f\x8b" and p.name.endswith(".gz")):
+        return None
+    if head[:4] == ZIP_MAGIC:  # a document container, told by its members, or any other zip
+        if p.suffix.lower() in DOCUMENT_SUFFIXES or sniff_container(str(p)):
+            return None
+        return "binary file (a zip archive that is not a document)"
+    if head[:8] == OLE2_MAGIC and p.suffix.lower() in (".doc", ".ppt", ".xls"):
+        return None  # reading it says to save it in a current format
+    if looks_binary(head):
         return "binary file"
     return None
 
