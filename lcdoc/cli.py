@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,6 +15,8 @@ from lcdoc import app as lcdoc_app
 from lcdoc import console, render
 from lcdoc.errors import LcdocError, NothingToReadError, UsageError
 from lcdoc.settings import Settings, load_settings
+
+STARTED = time.perf_counter()  # for start_s: the process's own start-up, imports included
 
 app = typer.Typer(
     help="Ask questions of long documents with a local model: stuffing or hybrid retrieval, per query.",
@@ -77,6 +80,9 @@ ContinueOpt = Annotated[bool, typer.Option("--continue", "-c", help="Continue th
 ConversationOpt = Annotated[Optional[str], typer.Option(
     "--conversation", help="Continue this conversation (an id from `lcdoc log`).")]
 NoLogOpt = Annotated[bool, typer.Option("--no-log", help="Record nothing in the history.")]
+MaxSecondsOpt = Annotated[Optional[float], typer.Option(
+    "--max-seconds", help="Time budget: an escalation predicted to take the answer past it is "
+    "not taken, and the answer says what it did not read (default: 600 on a GPU, 120 on a CPU).")]
 
 
 # --- index and search -----------------------------------------------------------------------
@@ -204,6 +210,7 @@ def ask(
     continue_: ContinueOpt = False,
     conversation: ConversationOpt = None,
     no_log: NoLogOpt = False,
+    max_seconds: MaxSecondsOpt = None,
 ) -> None:
     """Answer a question about files, stdin or an index, stuffing or retrieving as the query needs.
 
@@ -213,7 +220,7 @@ def ask(
     """
     console.QUIET = quiet
     s = _settings(index_dir=index_dir, model=model, ctx=ctx, kv_type=kv, gpu_layers=gpu_layers,
-                  answer_tokens=max_tokens)
+                  answer_tokens=max_tokens, max_seconds=max_seconds)
     hist, thread = lcdoc_app.start_conversation(
         s, conversation or ("last" if continue_ else None), no_log, list(paths or []), index,
         mode, console.log)
@@ -233,6 +240,7 @@ def ask(
 def _answer(req, explain: bool, no_server: bool, engine=None):
     """The Answer from a running server, else from this process (a chat's resident engine)."""
     why_local: list[str] = []  # what the client said when it did not use a running server
+    start_s = _process_age()
 
     def log(message: str) -> None:
         why_local.append(message.removeprefix("lcdoc: "))
@@ -242,13 +250,27 @@ def _answer(req, explain: bool, no_server: bool, engine=None):
                               route=lambda r: render.route(r, explain), log=log)
     ans = lcdoc_app.run(req, events, no_server,
                         lcdoc_app.local_app(engine) if engine is not None else None)
+    ans.timings["start_s"] = start_s  # until the question was asked: start-up, settings, stdin
     if req.stream:  # end the streamed answer's line before any note goes to the terminal
         render.streamed_text("\n")
+    if ans.not_read:
+        console.err.print(f"lcdoc: note: {ans.not_read}", markup=False, highlight=False)
     if explain:
         render.explain(ans, _where_answered(ans.server, no_server, why_local, engine))
     for path, why in ans.failed:
         render.failure(path, why)
     return ans
+
+
+def _process_age() -> float:
+    """Seconds since this process started (the interpreter's own start-up included), from
+    /proc; since this module was imported where there is no /proc."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.perf_counter() - STARTED
 
 
 def _where_answered(server: bool, no_server: bool, why_local: list[str], engine=None) -> str:
@@ -266,8 +288,9 @@ def _where_answered(server: bool, no_server: bool, why_local: list[str], engine=
 
 
 def _save_state(ans) -> None:
-    """After the answer is out: close stdout (a pipe reader is done), then save the document's
-    state for the next process, finishing the disk write before exiting."""
+    """After the answer is out: close stdout (a pipe reader is done), then hand the document's
+    state to a writer that outlives this process (Engine.save_detached), so the next process
+    restores it and this one exits without waiting for gigabytes to reach the disk."""
     eng = getattr(ans, "engine", None)
     if eng is None:
         return
@@ -276,8 +299,10 @@ def _save_state(ans) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
     except OSError:
         pass
-    eng.stash_resident(disk_only=True)
-    eng.cache.wait()
+    n = ans.tokens.get("prompt", 0) - ans.tokens.get("restored", 0)
+    eng.save_detached(n / ans.timings["prefill_s"] if n >= 256 and ans.timings.get("prefill_s")
+                      else None)
+    eng.cache.wait()  # writes started during the answer (a window-sized SWA prefix)
 
 
 @app.command()
@@ -299,6 +324,7 @@ def chat(
         "--resume", help="Continue a conversation: the last one, or the id given "
         "(`lcdoc log` lists them).")] = None,
     no_log: NoLogOpt = False,
+    max_seconds: MaxSecondsOpt = None,
 ) -> None:
     """A conversation over documents or an index: each turn extends what the context holds.
 
@@ -312,7 +338,7 @@ def chat(
     if "-" in paths:
         raise UsageError("chat reads questions from stdin: give documents as files, not '-'")
     s = _settings(index_dir=index_dir, model=model, ctx=ctx, kv_type=kv, gpu_layers=gpu_layers,
-                  answer_tokens=max_tokens)
+                  answer_tokens=max_tokens, max_seconds=max_seconds)
     hist, thread = lcdoc_app.start_conversation(s, resume, no_log, paths, index, mode, console.log)
     session = ChatSession(thread, s)
     interactive = sys.stdin.isatty()

@@ -41,6 +41,9 @@ class Settings:
     embed_precision: str | None = None  # new indexes: int8 or fp32 (default: int8 without a GPU)
     gpu_memory_gb: float | None = None  # plan at most this much of each GPU (shared GPUs); None: all free
     history: bool = True  # record every answer in the history database (lcdoc log)
+    # An escalation predicted to take an answer past this many seconds is not taken (and said);
+    # None: 600 on a GPU, 120 on a CPU (lcdoc.qa.ask).
+    max_seconds: float | None = None
 
     @property
     def prompt_cache_bytes(self) -> int | None:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What is run on the lent GPU host, in stages, each a separate device call, back to back so that
-# the build under /root/work survives: build | build-cublas | models | lb-cmp | batched | step-cost | bench-serve | bench-chat | bench-sum | smoke, and on a
+# the build under /root/work survives: build | build-cublas | models | cold-ask | parallel-cublas | lb-cmp | batched | step-cost | bench-serve | bench-chat | bench-sum | smoke, and on a
 # 2-GPU host: synth70 | multi-cli | multi-bench (CAP: the gpu_memory_gb limit that forces a split).
 # Carried: .carry/ (trimmed sdist, synth_gguf.py), .whl/ (wheels the host lacks), and the packaged
 # models' wheels (SmolLM2, MiniLM) in parts .gg-a ... .gg-d, each too large for one call.
@@ -34,6 +34,46 @@ for stage in "$@"; do
     PYTHONPATH=$W/build/llama_cpp_python-0.3.36/vendor/llama.cpp/gguf-py python3 $W/synth_gguf.py $B8 \
       --shape llama3-8b --vocab $W/build/llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-llama-bpe.gguf 2>&1 | tail -2
     ls -la $W/*.gguf; which lcdoc; lcdoc doctor; lcdoc plan --model $B8 --ctx 131072 ;;
+  cold-ask)  # issue 25: the cold first question at 87K, every timing, old code against new
+    mkdir -p $W/old && tar xzf .carry/old-lcdoc.tar.gz -C $W/old
+    [ -f $W/doc87k.txt ] || python3 -c "from lcdoc.eval.clibench import write_document as w; from pathlib import Path; \
+print(w(Path('$W/doc87k.txt'), ${DOC_TOKENS:-87000}, '$B8', 'The access code for the north gate is PELICAN-42. '))"
+    Q="What is the access code for the north gate?"
+    for run in new-cold new-again old-cold old-again; do
+      # the old package from its own folder: setuptools' editable finder would win over PYTHONPATH
+      case $run in old-*) RUN=(python3 -c "import sys, runpy; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]; sys.path.insert(0, '$W/old'); sys.argv[0] = 'lcdoc'; runpy.run_module('lcdoc', run_name='__main__', alter_sys=True)"); IDX=$W/idx-old ;;
+                          *) RUN=(python3 -m lcdoc); IDX=$W/idx-new ;; esac
+      case $run in *-cold) rm -rf $IDX ;; esac
+      t0=$(date +%s.%N)
+      LCDOC_INDEX_DIR=$IDX XDG_CACHE_HOME=$W/xdg "${RUN[@]}" ask "$Q" $W/doc87k.txt --model $B8 --ctx 131072 \
+        --mode stuff --max-tokens 16 --json --no-server > $OUT/cold-$run.json 2> $OUT/cold-$run.err
+      rc=$?; wall=$(python3 -c "import time; print(round(time.time() - $t0, 2))")
+      nvidia-smi --query-gpu=memory.used --format=csv,noheader
+      python3 - $OUT/cold-$run.json $wall $run $rc <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1])); t = d["timings"]; k = d["tokens"]
+print(json.dumps({"run": sys.argv[3], "exit": int(sys.argv[4]), "wall_s": float(sys.argv[2]),
+                  "sum_s": round(sum(t.values()), 2), "timings": t, "prompt": k["prompt"],
+                  "load+prefill+generate+1": round(t.get("load_s", 0) + t["prefill_s"] + t["generate_s"] + 1, 2),
+                  "restored": k.get("restored"), "answer": d["answer"][:40]}))
+PY
+      sleep ${SETTLE:-0}; ls -la $IDX/.prompt-cache 2>/dev/null | tail -2
+    done 2>&1 | tee $OUT/cold-ask.txt ;;
+  parallel-cublas)  # the cuBLAS build's abort: llama.cpp's own continuous batching (prompts and
+    # decodes in one step), CUDA graphs on and off, against the MMQ build
+    src=$W/build/llama_cpp_python-0.3.36/vendor/llama.cpp
+    [ -x $W/build/cmake/bin/llama-parallel ] || { cmake -S $src -B $W/build/cmake -DLLAMA_BUILD_EXAMPLES=ON >/dev/null &&
+      cmake --build $W/build/cmake -j $(nproc) --target llama-parallel 2>&1 | tail -1; }
+    for b in ${PB:-cmake-cublas cmake}; do
+      bin=$W/build/$b/bin/llama-parallel
+      for graphs in on off; do
+        env_g=""; [ $graphs = off ] && env_g="GGML_CUDA_DISABLE_GRAPHS=1"
+        echo "-- $b graphs $graphs"
+        env $env_g timeout 300 $bin -m $B8 -ngl 99 -fa on -c 32768 -np 8 -ns 32 -n 128 -b 2048 -ub 512 2>&1 | \
+          grep -E "CUDA error|error|Total prompt|Total gen|Cache misses|^main: n_parallel|ggml-cuda.cu" | head -8
+        echo "exit ${PIPESTATUS[0]}"
+      done
+    done 2>&1 | tee $OUT/parallel-cublas.txt ;;
   bench-serve)
     python3 -m lcdoc.eval.clibench serve --model $B8 --ctx 131072 --doc-tokens 100000 --followups 3 \
       --json $OUT/serve.json 2>&1 | tee $OUT/serve.txt ;;
@@ -47,8 +87,8 @@ for stage in "$@"; do
     cmake -S $src -B $W/build/cmake-cublas -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
       -DCMAKE_C_COMPILER=/usr/bin/gcc -DCMAKE_CXX_COMPILER=/usr/bin/g++ -DCMAKE_CUDA_HOST_COMPILER=/usr/bin/g++ \
       -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_CUDA_FORCE_CUBLAS=ON \
-      -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=ON -DLLAMA_CURL=OFF >/dev/null &&
-    cmake --build $W/build/cmake-cublas -j $(nproc) --target llama-bench llama-batched-bench 2>&1 | tail -2
+      -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=ON -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=ON -DLLAMA_CURL=OFF >/dev/null &&
+    cmake --build $W/build/cmake-cublas -j $(nproc) --target llama-bench llama-batched-bench llama-parallel 2>&1 | tail -2
     echo "cublas build seconds: $(( $(date +%s) - t0 ))" ;;
   lb-cmp)  # prefill and decode of the 8B shape, MMQ (default) against cuBLAS, side by side
     for b in cmake cmake-cublas; do

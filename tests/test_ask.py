@@ -89,7 +89,8 @@ def test_piped_note_is_stuffed_and_json_matches_schema(tmp_path):
     assert set(out) >= {"answer", "route", "escalated", "sources", "tokens", "timings", "model", "plan"}
     assert out["route"] == "stuff" and out["escalated"] is False
     assert set(out["tokens"]) == {"context", "prompt", "restored", "completion"}
-    assert set(out["timings"]) == {"retrieve_s", "prefill_s", "generate_s"}
+    assert set(out["timings"]) == {"start_s", "load_s", "read_s", "retrieve_s", "prefill_s",
+                                   "generate_s", "evidence_s", "save_s"}
     assert set(out["sources"][0]) == {"n", "path", "page", "page_end", "heading", "score", "cited",
                                       "quote"}
     assert isinstance(out["supported"], bool)

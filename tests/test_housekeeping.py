@@ -63,7 +63,7 @@ def test_cache_lists_each_kind_and_clears_one(env, tmp_path):
     calib.mkdir(parents=True)
     (calib / "p.json").write_text("{}")
     sizes = json.loads(run(env, "cache", "--json").stdout)
-    assert set(sizes) == {"prompt", "onnx", "calibration", "history"}
+    assert set(sizes) == {"prompt", "onnx", "calibration", "ocr", "history"}
     assert sizes["prompt"]["bytes"] == 4096 and sizes["prompt"]["files"] == 1
     assert sizes["calibration"]["files"] == 1
     r = run(env, "cache", "clear", "prompt")

@@ -74,7 +74,7 @@ def test_one_source_per_stuffed_document():
 
 def test_the_terminal_lists_cited_sources_in_order_with_one_line_quotes(capsys):
     from lcdoc.qa.answer import Answer, Source
-    from lcdoc.cli import _print_sources
+    from lcdoc.render import sources as _print_sources
 
     long_quote = "A sentence that goes on " * 20
     ans = Answer("x [2] [1]", "rag", False, (

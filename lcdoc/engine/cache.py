@@ -35,6 +35,9 @@ DISK_SHARE = 0.25
 MEMORY_SHARE = 0.25
 # A temporary file this old whose writer is gone was left by a kill.
 STALE_TMP_S = 60.0
+# How long a reader waits for another process still writing the state it wants (15 GB at
+# ~1 GB/s), before prefilling instead.
+WRITER_WAIT_S = 60.0
 
 
 @dataclass
@@ -134,6 +137,14 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _tmp_pid(path: Path) -> int:
+    """The writer's pid in a temporary file's name (-1 when it has none)."""
+    try:
+        return int(path.name.rsplit(".tmp-", 1)[1].split("-")[0])
+    except (IndexError, ValueError):
+        return -1
+
+
 class PromptCache:
     """LRU of snapshots in memory (a byte budget), backed by a folder of snapshot files."""
 
@@ -148,6 +159,7 @@ class PromptCache:
         self.mem: OrderedDict[str, Snapshot] = OrderedDict()
         self._writers: list[threading.Thread] = []
         self._lock = threading.Lock()  # the folder: one writer prunes at a time
+        self.last_read: tuple[int, float] | None = None  # (bytes, seconds) of the last disk read
         if folder and folder.is_dir():
             self.clean_stale_tmp()
 
@@ -157,10 +169,14 @@ class PromptCache:
             self.mem.move_to_end(key)
             return self.mem[key]
         path = self._path(key)
-        if path is None or not path.exists():
+        if path is None:
+            return None
+        if not path.exists() and not self._wait_for_writer(path):
             return None
         try:
+            t0 = time.perf_counter()
             snap = Snapshot.read(path)
+            self.last_read = (snap.nbytes, time.perf_counter() - t0)
             os.utime(path)  # recency for pruning
         except (OSError, ValueError):
             path.unlink(missing_ok=True)  # truncated or foreign: a miss, and gone for good
@@ -188,6 +204,33 @@ class PromptCache:
                                  name="lcdoc-cache-write")
             t.start()
             self._writers.append(t)
+
+    def write_detached(self, key: str, snap: Snapshot) -> None:
+        """Write a state to disk in a forked child that outlives this process, so an exiting
+        command does not hold its caller for a write of gigabytes. The child touches no GPU and
+        no standard stream, and leaves with os._exit; a reader that wants this state meanwhile
+        waits for it (get). Where fork is missing, the write happens here."""
+        self.wait()  # no writer thread holds the folder's lock across the fork
+        from lcdoc import private  # noqa: F401  (imported before the fork, not in the child)
+
+        try:
+            pid = os.fork()
+        except (AttributeError, OSError):
+            self._write(key, snap)
+            return
+        if pid:
+            return
+        try:  # the child
+            os.setsid()
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            # Every other descriptor goes, the GPU driver's among them: the GPU memory the
+            # parent held is freed when the parent exits, not when this write ends.
+            os.closerange(3, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 4096)
+            self._write(key, snap)
+        finally:
+            os._exit(0)
 
     def fits_disk(self, nbytes: int) -> bool:
         """Whether a state of this size may be written at all (larger than the budget: never)."""
@@ -230,14 +273,25 @@ class PromptCache:
             total -= p.stat().st_size
             p.unlink(missing_ok=True)
 
+    def _wait_for_writer(self, path: Path) -> bool:
+        """Whether the state appeared after waiting for another process still writing it (an
+        exiting `lcdoc ask` hands its write to a child): restoring it beats prefilling again."""
+        deadline = time.monotonic() + WRITER_WAIT_S
+        while time.monotonic() < deadline:
+            writers = [p for p in path.parent.glob(f"{path.name}.tmp-*")
+                       if _pid_alive(_tmp_pid(p)) and _tmp_pid(p) != os.getpid()]
+            if path.exists():
+                return True
+            if not writers:
+                return path.exists()
+            time.sleep(0.05)
+        return path.exists()
+
     def clean_stale_tmp(self) -> None:
         """Remove temporary files that a killed writer left (its process gone, or old)."""
         now = time.time()
         for p in self.folder.glob(f"*{SUFFIX}.tmp-*"):
-            try:
-                pid = int(p.name.rsplit(".tmp-", 1)[1].split("-")[0])
-            except (IndexError, ValueError):
-                pid = -1
+            pid = _tmp_pid(p)
             try:
                 old = now - p.stat().st_mtime > STALE_TMP_S
             except OSError:

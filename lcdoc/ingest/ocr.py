@@ -50,9 +50,11 @@ def scanned_pages(data: bytes, pages: list[str], lo: int = 0) -> list[int]:
     empty = [i for i, text in enumerate(pages) if len(text.strip()) < MIN_TEXT_CHARS]
     if not empty:
         return []
-    import pypdfium2 as pdfium
-    import pypdfium2.raw as raw
-
+    try:
+        import pypdfium2 as pdfium
+        import pypdfium2.raw as raw
+    except ImportError:  # a minimal install: PDFs are read as before, without OCR
+        return []
     pdf = pdfium.PdfDocument(data)
     try:
         return [i for i in empty if lo + i < len(pdf)

@@ -58,6 +58,7 @@ class Answer:
     question: str = ""
     conversation: str | None = None  # the conversation's id, when recorded or continued
     turn: int | None = None  # 1, 2, ... within the conversation
+    not_read: str = ""  # what an escalation left unread for the time budget, and how to allow it
     # The in-process engine that answered, so the caller can save its state after printing.
     engine: object = field(default=None, repr=False, compare=False)
 
@@ -72,7 +73,7 @@ class Answer:
             "model": self.model, "plan": self.plan, "reasons": list(self.reasons),
             "failed": [{"path": p, "reason": r} for p, r in self.failed], "server": self.server,
             "documents": [list(d) for d in self.documents], "question": self.question,
-            "conversation": self.conversation, "turn": self.turn,
+            "conversation": self.conversation, "turn": self.turn, "not_read": self.not_read,
         }
 
     @classmethod
@@ -87,7 +88,7 @@ class Answer:
                    tuple((f["path"], f["reason"]) for f in d.get("failed", ())),
                    bool(d.get("server")), bool(d.get("supported", True)),
                    tuple(tuple(x) for x in d.get("documents", ())), d.get("question", ""),
-                   d.get("conversation"), d.get("turn"))
+                   d.get("conversation"), d.get("turn"), d.get("not_read", ""))
 
 
 

@@ -4,6 +4,7 @@ answer against its sources."""
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -63,6 +64,13 @@ def stuff_limit(eng) -> tuple[int, str]:
 
 
 # --- the main entry -----------------------------------------------------------------------
+# Without a max_seconds setting: how long an answer may take before an escalation that would
+# read more is not taken (it is said, with how to allow it). A CPU reads a few hundred tokens a
+# second, so an escalation to 8K tokens there costs minutes.
+MAX_SECONDS_GPU = 600.0
+MAX_SECONDS_CPU = 120.0
+
+
 def ask(
     question: str,
     paths: list[str] | None = None,
@@ -78,18 +86,50 @@ def ask(
     """Answer a question about files, stdin ('-') and/or an index, with the route chosen per query.
 
     history: earlier (question, answer) turns of a conversation about the same documents.
+    Every second is named in the answer's timings: load_s (the model), read_s (reading and
+    tokenising the documents and prompts), retrieve_s, prefill_s, generate_s, evidence_s (quotes
+    and the support check) and save_s (prompt-cache states copied out before answering).
     """
-    from lcdoc.engine.llm import Engine
-    from lcdoc.engine.plan import plan_report
-    from lcdoc.index import Index
     from lcdoc.qa.route import MODES
 
+    started = time.perf_counter()
     s = settings or Settings()
     if mode not in MODES:
         raise UsageError(f"--mode {mode}: choose one of {', '.join(MODES)}")
     if not question.strip():
         raise UsageError("the question is empty")
-    paths = list(paths or [])
+    timings = {k: 0.0 for k in TIMINGS}
+    t0 = time.perf_counter()
+    index, docs, failed = _read(list(paths or []), index_name, s, stdin_data)
+    timings["read_s"] += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    eng = engine or _load(s)
+    timings["load_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ctx, route = _plan(question, docs, index, mode, eng, s, list(history or []), timings)
+    timings["read_s"] += time.perf_counter() - t0
+    ctx.started, ctx.on_text = started, on_text
+    if on_route:
+        on_route(route)
+    out = STRATEGIES[route.route].run(ctx, route)
+    ans = _finish(ctx, out, route, question, failed, docs, eng, owned=engine is None)
+    _remember_speed(eng, ctx)
+    return ans
+
+
+TIMINGS = ("load_s", "read_s", "retrieve_s", "prefill_s", "generate_s", "evidence_s", "save_s")
+
+
+def _load(s: Settings):
+    from lcdoc.engine.llm import Engine
+
+    return Engine.from_settings(s)
+
+
+def _read(paths: list[str], index_name: str | None, s: Settings, stdin_data: bytes | None):
+    """(the index or None, the documents read, (path, problem) of those that failed)."""
+    from lcdoc.index import Index
+
     index = Index.from_settings(index_name, s) if index_name else None
     if not paths and index is None:
         raise UsageError("nothing to ask about: give files, '-' for stdin, or --index NAME")
@@ -99,49 +139,107 @@ def ask(
     if paths and not docs:
         raise InputFileError(failed[0][0] if failed else paths[0],
                              failed[0][1] if failed else "no readable document")
+    return index, docs, failed
 
-    eng = engine or Engine.from_settings(s)
+
+def _plan(question: str, docs: list[Document], index, mode: str, eng: Model, s: Settings,
+          history: list[tuple[str, str]], timings: dict) -> tuple[AskContext, Route]:
+    """The budget, the conversation that fits, the route and its reasons (with each route's
+    predicted time), and the context the route's strategy runs in."""
     doc_tokens = sum(eng.count(stuff_context([d])) for d in docs) if docs else None
     limit, why = stuff_limit(eng) if mode == "auto" else (None, "")
-    fitted = _fit_conversation(list(history or []), question, doc_tokens, limit, eng,
-                               s.answer_tokens)
+    fitted = _fit_conversation(history, question, doc_tokens, limit, eng, s.answer_tokens)
     pre0, suf0, _ = eng.chat_parts(SYSTEM, "", question, fitted.turns)
     budget = context_budget(eng.n_ctx, eng.count(pre0 + suf0) + 32, s.answer_tokens)
     if budget < 256:
         raise DoesNotFitError(f"the {eng.n_ctx}-token context leaves no room for documents after "
                               f"the question and a {s.answer_tokens}-token answer")
-
     index_tokens, index_docs = _index_size(index, budget, eng)
     route = choose_route(question, budget, doc_tokens, index_tokens, mode, limit, why)
-    query = retrieval_query(question, list(history or []))
+    query = retrieval_query(question, history)
     notes = [fitted.reason] if fitted.reason else []
     if route.route in ("rag", "hybrid") and query != question:
         notes.append(f"retrieval query, with the conversation's last questions: {query!r}")
+    speed = _speed(eng)
+    notes.append(_predicted(speed, route, budget, doc_tokens, index_tokens, s.answer_tokens))
     route = Route(route.route, route.budget, route.doc_tokens, tuple(route.reasons) + tuple(notes))
-    if on_route:
-        on_route(route)
-
     search_index, allowed = _retrieval_target(route.route, docs, index, s)
     ctx = AskContext(question, fitted.turns, eng, docs, index, search_index, allowed, budget,
-                     limit, doc_tokens, index_tokens, index_docs, mode, s.answer_tokens, on_text,
+                     limit, doc_tokens, index_tokens, index_docs, mode, s.answer_tokens, None,
+                     timings=timings,
                      tokens={"context": eng.n_ctx, "prompt": 0, "restored": 0, "completion": 0},
-                     reasons=list(route.reasons), query=query)
-    out = STRATEGIES[route.route].run(ctx, route)
+                     reasons=list(route.reasons), query=query, speed=speed,
+                     max_seconds=_max_seconds(s, eng))
+    return ctx, route
+
+
+def _max_seconds(s: Settings, eng: Model) -> float:
+    if s.max_seconds is not None:
+        return s.max_seconds
+    return MAX_SECONDS_GPU if getattr(eng.plan, "device", "cpu") == "cuda" else MAX_SECONDS_CPU
+
+
+def _speed(eng: Model):
+    from lcdoc.engine.speed import Speed, lookup, speed_key
+
+    try:
+        return lookup(speed_key(eng.model_id, eng.cache_settings, eng.plan.device,
+                                eng.plan.n_gpu_layers))
+    except AttributeError:  # an engine without a plan (a test's small one)
+        return Speed(None, None)
+
+
+def _predicted(speed, route: Route, budget: int, doc_tokens: int | None,
+               index_tokens: int | None, answer_tokens: int) -> str:
+    """Each route's predicted time, beside what it reads (--explain)."""
+    if not speed.prefill_tok_s or not speed.decode_tok_s:
+        return ("predicted time: no speed measured yet for this model and plan here (each "
+                "answer measures it)")
+    whole = (doc_tokens or 0) + (index_tokens or 0)
+    first = min(budget, max(1024, budget // 4))
+    parts = []
+    if whole and whole <= budget:
+        parts.append(f"stuff {whole:,} tokens (everything, in order) ~{speed.predict(whole, answer_tokens):.1f} s")
+    parts.append(f"rag {first:,} tokens of passages (may miss what they leave out) "
+                 f"~{speed.predict(first, answer_tokens):.1f} s, escalating to {budget:,} "
+                 f"~{speed.predict(budget, answer_tokens):.1f} s more")
+    return (f"predicted time at the measured {speed.prefill_tok_s:,.0f} prefill and "
+            f"{speed.decode_tok_s:,.1f} answer tokens/s: " + "; ".join(parts))
+
+
+def _finish(ctx: AskContext, out, route: Route, question: str, failed: list, docs: list[Document],
+            eng: Model, owned: bool) -> Answer:
+    """The answer with unknown citations removed and its support checked."""
+    from lcdoc.engine.plan import plan_report
 
     text, dropped = drop_unknown_citations(out.text, out.sources)
     if dropped:
         ctx.reasons.append("removed citation(s) " + ", ".join(f"[{n}]" for n in dropped)
                            + ": no source has that number")
+    t0 = time.perf_counter()
     ok = bool(UNANSWERED.search(text)) or supported(text, question, out.given)
+    ctx.timings["evidence_s"] += time.perf_counter() - t0
     if not ok:
         ctx.reasons.append("no source sentence holds what the answer claims: treat it as unsupported")
     return Answer(
         answer=text, route=route.route, escalated=out.escalated, sources=tuple(out.sources),
         tokens=ctx.tokens, timings=ctx.timings, model=str(eng.path),
         plan=plan_report(eng.arch, eng.plan)["plan"], reasons=tuple(ctx.reasons),
-        failed=tuple(failed), supported=ok, engine=None if engine else eng,
+        failed=tuple(failed), supported=ok, engine=eng if owned else None,
         documents=tuple((d.path, d.sha256) for d in docs), question=question,
-    )
+        not_read=ctx.not_read)
+
+
+def _remember_speed(eng: Model, ctx: AskContext) -> None:
+    """This answer's prefill and decode speed, into the book the next prediction reads."""
+    from lcdoc.engine.speed import record, speed_key
+
+    n_prefill = ctx.tokens["prompt"] - ctx.tokens.get("restored", 0)
+    try:
+        key = speed_key(eng.model_id, eng.cache_settings, eng.plan.device, eng.plan.n_gpu_layers)
+    except AttributeError:
+        return
+    record(key, n_prefill, ctx.last_prefill_s, ctx.tokens["completion"], ctx.timings["generate_s"])
 
 
 def _fit_conversation(turns: list[tuple[str, str]], question: str, doc_tokens: int | None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -57,10 +58,15 @@ class AskContext:
     answer_tokens: int
     on_text: Callable[[str], None] | None
     timings: dict = field(default_factory=lambda: {"retrieve_s": 0.0, "prefill_s": 0.0,
-                                                   "generate_s": 0.0})
+                                                   "generate_s": 0.0, "evidence_s": 0.0})
     tokens: dict = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
     query: str = ""  # what retrieval searches for: the question with the conversation's last ones
+    speed: Any = None  # lcdoc.engine.speed.Speed measured here for this model and plan
+    max_seconds: float = float("inf")  # an escalation predicted to pass this is not taken
+    started: float = 0.0  # perf_counter() when the question was asked
+    not_read: str = ""  # what an escalation left unread for the time budget, and how to allow it
+    last_prefill_s: float = 0.0  # the last prompt's prefill, for the speed book
 
     def generate(self, context: str, stream: bool = True) -> str:
         """The answer to the question over this context, counted into the accounts."""
@@ -74,9 +80,21 @@ class AskContext:
         self.tokens["restored"] = comp.n_cached
         self.timings["prefill_s"] += comp.prefill_s
         self.timings["generate_s"] += comp.generate_s
+        self.timings["read_s"] = self.timings.get("read_s", 0.0) + comp.tokenize_s
+        self.timings["save_s"] = self.timings.get("save_s", 0.0) + comp.save_s
+        self.last_prefill_s = comp.prefill_s
         self.tokens["prompt"] = comp.n_prompt
         self.tokens["completion"] += comp.n_completion
         return comp.text.strip()
+
+    @contextmanager
+    def clock(self, name: str):
+        """Time the block into timings[name]."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
 
     def everything(self) -> list[Document]:
         """The named documents, else the whole index."""
@@ -105,7 +123,9 @@ class Stuff:
                                   f"{ctx.budget}-token budget of a {ctx.eng.n_ctx}-token context")
         docs = ctx.everything()
         text = ctx.generate(stuff_context(docs))
-        return Outcome(text, attribute(text, docs, ctx.question), [d.text for d in docs])
+        with ctx.clock("evidence_s"):
+            sources = attribute(text, docs, ctx.question)
+        return Outcome(text, sources, [d.text for d in docs])
 
 
 class MapReduce:
@@ -139,14 +159,47 @@ class Rag:
         text = ctx.generate(context, stream=streamed)
         given = [d.text for d in stuffed] + [p.text for p in passages]
         refused = bool(UNANSWERED.search(text))
-        unsupported = ctx.mode == "auto" and not refused and not supported(text, ctx.question, given)
+        with ctx.clock("evidence_s"):
+            unsupported = ctx.mode == "auto" and not refused and \
+                not supported(text, ctx.question, given)
         if (refused or unsupported) and first < room:
             why = ("said the sources lack it" if refused else
                    "claims what no passage sentence holds (quoted evidence)")
-            return self._escalate(ctx, room, first, why)
+            if self._affordable(ctx, room, first, why):
+                return self._escalate(ctx, room, first, why)
         if not streamed and ctx.on_text:
             ctx.on_text(text)
-        return Outcome(text, self._sources(text, ctx.question, stuffed, passages), given)
+        with ctx.clock("evidence_s"):
+            sources = self._sources(text, ctx.question, stuffed, passages)
+        return Outcome(text, sources, given)
+
+    @staticmethod
+    def _affordable(ctx: AskContext, room: int, first: int, why: str) -> bool:
+        """Whether the escalation's predicted time fits what is left of the time budget; when it
+        does not, the answer says what was not read and how to allow it."""
+        total = (ctx.doc_tokens or 0) + (ctx.index_tokens or 0)
+        reread = total if total <= min(room, ctx.limit or room) else room
+        # This answer's own first pass measured the speed; the book's is the fallback.
+        measured = ctx.tokens["prompt"] - ctx.tokens.get("restored", 0)
+        speed = (measured / ctx.last_prefill_s if ctx.last_prefill_s > 0 and measured >= 256
+                 else getattr(ctx.speed, "prefill_tok_s", None))
+        decode = getattr(ctx.speed, "decode_tok_s", None) or (
+            ctx.tokens["completion"] / ctx.timings["generate_s"]
+            if ctx.timings["generate_s"] > 0 and ctx.tokens["completion"] else None)
+        if not speed or not decode:
+            return True  # nothing to price it with: as before
+        predicted = reread / speed + ctx.answer_tokens / decode
+        spent = time.perf_counter() - ctx.started
+        if spent + predicted <= ctx.max_seconds:
+            return True
+        need = int(spent + predicted) + 1
+        ctx.not_read = (f"the answer {why}, from {first:,} tokens of passages; reading "
+                        f"{reread:,} tokens instead would take about {predicted:.0f} s more (at "
+                        f"{speed:,.0f} tokens/s), past the {ctx.max_seconds:g} s budget: not "
+                        f"read. Allow it with --max-seconds {need} (or max_seconds = {need} in "
+                        f"the config)")
+        ctx.reasons.append("SELF-ROUTE not taken: " + ctx.not_read)
+        return False
 
     def _escalate(self, ctx: AskContext, room: int, first: int, why: str) -> Outcome:
         total = (ctx.doc_tokens or 0) + (ctx.index_tokens or 0)
@@ -156,15 +209,18 @@ class Rag:
                                f"the documents fit the {room}-token budget, so they were stuffed "
                                f"whole and asked again")
             text = ctx.generate(stuff_context(whole))
-            return Outcome(text, attribute(text, whole, ctx.question), [d.text for d in whole], True)
+            with ctx.clock("evidence_s"):
+                sources = attribute(text, whole, ctx.question)
+            return Outcome(text, sources, [d.text for d in whole], True)
         ctx.reasons.append(f"SELF-ROUTE: the answer from {first} tokens of passages {why}; "
                            f"retried with the full {room}-token budget")
         passages, secs = rag_passages(ctx.search_index, ctx.query or ctx.question, room,
                                       ctx.eng.count, ctx.allowed)
         ctx.timings["retrieve_s"] += secs
         text = ctx.generate(numbered(passages))
-        return Outcome(text, self._sources(text, ctx.question, [], passages),
-                       [p.text for p in passages], True)
+        with ctx.clock("evidence_s"):
+            sources = self._sources(text, ctx.question, [], passages)
+        return Outcome(text, sources, [p.text for p in passages], True)
 
     @staticmethod
     def _sources(text: str, question: str, stuffed: list[Document], passages: list[Passage]
