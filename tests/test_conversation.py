@@ -16,9 +16,8 @@ import pytest
 from lcdoc.app.conversations import open_thread
 from lcdoc.app.history import History
 from lcdoc.qa.conversation import SUMMARY_QUESTION, fit_history, retrieval_query, summary_turn
-from tests.conftest import FILLER
+from tests.conftest import FILLER, LCDOC
 
-LCDOC = [sys.executable, "-m", "lcdoc"]
 
 
 def words(text: str) -> int:

@@ -6,6 +6,8 @@ import pytest
 
 from lcdoc.eval.niah import cut_to_tokens, heatmap, make_needles, parse_list, plant
 
+from tests.conftest import run_lcdoc
+
 
 def test_parse_list_understands_k_suffixes():
     assert parse_list("1k,2k,4k") == [1024, 2048, 4096] and parse_list("0,50,100") == [0, 50, 100]
@@ -91,9 +93,5 @@ def test_bench_indexing_reports_pages_chunks_and_both_extraction_times(tmp_path,
 
 
 def test_bench_rejects_unknown_parts():
-    import subprocess
-    import sys
-
-    r = subprocess.run([sys.executable, "-m", "lcdoc", "bench", "--only", "index,gpu"],
-                       capture_output=True, text=True)
+    r = run_lcdoc(["bench", "--only", "index,gpu"])
     assert r.returncode == 2 and "--only index,gpu" in r.stderr

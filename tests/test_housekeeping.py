@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import pytest
 
 from tests.conftest import run_lcdoc
 
-LCDOC = [sys.executable, "-m", "lcdoc"]
 
 
 @pytest.fixture()

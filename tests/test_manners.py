@@ -4,13 +4,11 @@ set, no escape codes under NO_COLOR."""
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
 
 from tests.conftest import run_lcdoc
 
-LCDOC = [sys.executable, "-m", "lcdoc"]
 
 
 @pytest.fixture()

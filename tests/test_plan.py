@@ -1,8 +1,6 @@
 """The planner against KV sizes computed by hand from the real GGUFs' metadata."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -12,12 +10,13 @@ from lcdoc.engine.system import Memory
 from lcdoc.errors import DoesNotFitError, ModelMissingError
 from lcdoc.models import find_gemma_gguf, find_packaged_gguf
 
+from tests.conftest import run_lcdoc
+
 GiB = 2**30
 
 
 def plan_json(*args):
-    r = subprocess.run([sys.executable, "-m", "lcdoc", "plan", "--json", *args],
-                       capture_output=True, text=True, timeout=120)
+    r = run_lcdoc(["plan", "--json", *args], timeout=120)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
@@ -83,8 +82,7 @@ def test_missing_or_non_gguf_model_is_a_clear_error(tmp_path):
     bad.write_bytes(b"not a model")
     with pytest.raises(ModelMissingError, match="not a GGUF"):
         read_arch(bad)
-    r = subprocess.run([sys.executable, "-m", "lcdoc", "plan", "--model", str(tmp_path / "none.gguf")],
-                       capture_output=True, text=True)
+    r = run_lcdoc(["plan", "--model", tmp_path / "none.gguf"])
     assert r.returncode == 1 and "model not found" in r.stderr
 
 

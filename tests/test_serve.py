@@ -5,15 +5,13 @@ import os
 import signal
 import stat
 import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.conftest import FILLER
+from tests.conftest import FILLER, LCDOC
 
 pytestmark = pytest.mark.slow
-LCDOC = [sys.executable, "-m", "lcdoc"]
 QUESTION = "Who tests the emergency generator?"
 
 
