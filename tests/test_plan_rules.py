@@ -1,0 +1,119 @@
+"""Each planner rule on its own (lcdoc.engine.plan): a pure function of the model's metadata and
+the machine, returning its decision and the reasons it gives."""
+
+from __future__ import annotations
+
+import pytest
+
+from lcdoc.engine.arch import read_arch
+from lcdoc.engine.plan import (Device, Placement, cache_reasons, check_request, choose_cache,
+                               choose_context, choose_device, choose_gpu_layers,
+                               choose_partial_offload, choose_rope, choose_swa, split_reasons)
+from lcdoc.engine.system import GPU, Memory
+from lcdoc.errors import UsageError
+from lcdoc.models import find_gemma_gguf, find_packaged_gguf
+
+GiB = 2**30
+
+
+@pytest.fixture(scope="module")
+def smol():
+    return read_arch(find_packaged_gguf())
+
+
+@pytest.fixture(scope="module")
+def gemma():
+    return read_arch(find_gemma_gguf())
+
+
+def h100(i: int = 0, free: float = 79) -> GPU:
+    return GPU(i, "NVIDIA H100", int(free * GiB), 80 * GiB)
+
+
+def test_requests_that_cannot_be_planned_are_refused():
+    with pytest.raises(UsageError, match="at least one sequence"):
+        check_request(4096, 0, None)
+    with pytest.raises(UsageError, match="under 256"):
+        check_request(100, 1, None)
+    with pytest.raises(UsageError, match="q5_1"):
+        check_request(4096, 1, "q5_1")
+
+
+def test_the_device_is_the_gpu_with_most_free_memory_unless_offload_is_off():
+    mem = Memory(64 * GiB, (h100(0, 10), h100(1, 70)), gpu_offload=True)
+    d = choose_device(mem, None)
+    assert d.value.on_gpu and d.value.main_gpu == 1 and d.value.budget == int(70 * GiB * 0.85)
+    assert "GPU 0" in d.reasons[0] and "GPU 1" in d.reasons[0]
+    off = choose_device(mem, 0)
+    assert not off.value.on_gpu and "offload disabled" in off.reasons[0]
+    assert "without GPU support" in choose_device(Memory(8 * GiB), None).reasons[0]
+
+
+def test_the_context_is_the_one_asked_else_the_largest_that_fits_side_by_side(smol):
+    assert choose_context(smol, 2048, 1, 10 * GiB).value == 2048
+    assert choose_context(smol, None, 1, 10 * GiB).value == smol.n_ctx_train
+    tight = choose_context(smol, None, 4, 200 * 2**20)  # room for 4 sequences' f16 cache
+    per_seq = tight.value
+    assert per_seq < smol.n_ctx_train and per_seq % 1024 == 0
+    assert 4 * per_seq * smol.kv_bytes_per_token("f16") <= 200 * 2**20
+    assert "4 sequences" in tight.reasons[0]
+
+
+def test_yarn_only_past_the_trained_context(smol):
+    assert choose_rope(smol, smol.n_ctx_train).value == ("none", 1.0)
+    r = choose_rope(smol, 16 * smol.n_ctx_train)
+    assert r.value == ("yarn", 16.0) and "YaRN" in r.reasons[0]
+
+
+def test_window_layers_get_a_full_size_cache_only_when_it_is_cheap(gemma, smol):
+    def kv(t: str, full: bool) -> int:
+        return gemma.kv_cache_bytes(32768, t, t, swa_full=full)
+
+    roomy = choose_swa(gemma, kv, 64 * GiB, gemma.file_bytes, 0, None)
+    tight = choose_swa(gemma, kv, kv("f16", False) + gemma.file_bytes + 2**20, gemma.file_bytes,
+                       0, None)
+    assert roomy.value is True and tight.value is False
+    assert "window" in roomy.reasons[0]
+    assert choose_swa(smol, kv, GiB, 0, 0, None).value is False  # no window layers
+
+
+def test_the_cache_type_is_f16_when_it_fits_else_the_first_quantised_that_does():
+    mem = Memory(4 * GiB)
+    dev = Device(False, "cpu", 1000, 0)
+    sizes = {"f16": 900, "q8_0": 500, "q4_0": 260}
+    got = choose_cache(mem, dev, sizes.__getitem__, weights=400, compute=50, kv_type=None)
+    assert got.value == ("q8_0", None) and "KV f16" in got.reasons[0]
+    assert choose_cache(mem, dev, sizes.__getitem__, 400, 50, "q4_0").value == ("q4_0", None)
+    assert choose_cache(mem, dev, lambda t: 10_000, 400, 50, None).value == (None, None)
+
+
+def test_a_model_too_big_for_one_gpu_is_split_by_layer_over_two():
+    mem = Memory(64 * GiB, (h100(0, 40), h100(1, 40)), gpu_offload=True)
+    dev = choose_device(mem, None).value
+    got = choose_cache(mem, dev, lambda t: 20 * GiB, weights=45 * GiB, compute=GiB, kv_type=None)
+    kind, placed = got.value
+    assert kind == "f16" and placed.split_mode == "layer" and len(placed.gpu_bytes) == 2
+    assert "split over GPU 0" in split_reasons(mem, placed)[0]
+
+
+def test_partial_offload_puts_the_layers_that_fit_on_the_gpu(smol):
+    mem = Memory(64 * GiB, (h100(),), gpu_offload=True)
+    dev = Device(True, "cuda", smol.file_bytes // 2, 0)
+    got = choose_partial_offload(smol, mem, dev, lambda t: 0, smol.file_bytes, 0, None)
+    kind, n_gpu = got.value
+    assert kind == "f16" and 0 < n_gpu < smol.n_layer and "rest run on the CPU" in got.reasons[0]
+
+
+def test_gpu_layers_are_all_unless_fewer_are_asked(smol):
+    dev = Device(True, "cuda", 10 * GiB, 0)
+    one = Placement("none", 0, (), ((0, GiB),))
+    assert choose_gpu_layers(smol, dev, one, 0, None).value == smol.n_layer + 1
+    assert choose_gpu_layers(smol, dev, one, 0, 5).value == 5
+    assert choose_gpu_layers(smol, Device(False, "cpu", GiB, 0), None, 0, None).value == 0
+
+
+def test_the_cache_reason_says_why_that_type():
+    assert "fits" in cache_reasons("f16", None, GiB)[0]
+    assert "smallest quality loss" in cache_reasons("q8_0", None, GiB)[0]
+    assert "as requested" in cache_reasons("q4_0", "q4_0", GiB)[0]
+    assert "flash attention on" in cache_reasons("f16", None, GiB)[1]
