@@ -562,9 +562,12 @@ def case_ctrl_c_stops_indexing_a_large_document_within_seconds(w: Work) -> None:
     big = w.path("docs/big.txt")
     big.write_text("\n\n".join(doc_text(f"Section {i} of the ledger.", 6) for i in range(6000)))
     w.path("docs/small.txt").write_text(doc_text("A small note on the orchard."))
+    # As a foreground process in a terminal: a harness started in the background (`cmd &` in a
+    # shell without job control) has SIGINT ignored, and its children would inherit that.
     proc = subprocess.Popen([sys.executable, "-m", "lcdoc", "index", str(w.root / "docs"),
                              "--index", "k"], stderr=subprocess.PIPE, stdout=subprocess.PIPE,
-                            env=w.env, stdin=subprocess.DEVNULL)
+                            env=w.env, stdin=subprocess.DEVNULL,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(12)  # reading done, embedding under way
     expect(proc.poll() is None, "indexing finished before the interrupt")
     t0 = time.time()
