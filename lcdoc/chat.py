@@ -30,9 +30,9 @@ class ChatSession:
             if not Path(p).exists():
                 raise InputFileError(p, "no such file or folder")
         if thread.index is not None and not thread.paths:
-            from lcdoc.app.local import open_index
+            from lcdoc.index import Index
 
-            with open_index(thread.index, settings) as idx:
+            with Index.from_settings(thread.index, settings) as idx:
                 idx.require_documents()
         self.thread = thread
         self.settings = settings

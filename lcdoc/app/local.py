@@ -15,7 +15,6 @@ from typing import Any
 
 from lcdoc.app.requests import (AskRequest, IndexRequest, SearchRequest, SearchResult,
                                 SummarizeRequest, SummarizeResult)
-from lcdoc.errors import NothingToReadError
 from lcdoc.events import Events
 from lcdoc.settings import Settings
 
@@ -23,13 +22,6 @@ from lcdoc.settings import Settings
 # contexts' cache and gave 3.0x the documents per hour on the H100 (docs/benchmarks.md); on a CPU
 # the cores are busy with one.
 GPU_PARALLEL = 4
-
-
-def open_index(name: str, s: Settings, create: bool = False):
-    """A named index under the index dir, opened with this run's embedding settings."""
-    from lcdoc.index import Index
-
-    return Index.from_settings(name, s, create)
 
 
 def default_parallel(s: Settings) -> int:
@@ -76,7 +68,9 @@ class LocalApp:
         return dataclasses.replace(ans, server=True) if self.serving else ans
 
     def search(self, req: SearchRequest, events: Events) -> SearchResult:
-        with open_index(req.index, req.settings) as idx:
+        from lcdoc.index import Index
+
+        with Index.from_settings(req.index, req.settings) as idx:
             hits = idx.require_documents().search(req.query, k=req.k, mode=req.mode)  # type: ignore[arg-type]
         return SearchResult(tuple(hits), self.serving)
 
@@ -130,7 +124,9 @@ class LocalApp:
 
         s = req.settings
         existed = (index_path(req.index, s.index_dir, allow_path=False) / "index.sqlite").exists()
-        idx = open_index(req.index, s, create=True)
+        from lcdoc.index import Index
+
+        idx = Index.from_settings(req.index, s, create=True)
         try:
             rep = update_index(idx, list(req.paths), req.include, req.exclude,
                                int(s.max_file_mb * 2**20), s.chunk_tokens, s.chunk_overlap,
@@ -160,8 +156,3 @@ class LocalApp:
             return emb
         return embed_with
 
-
-def require_read(result: IndexResult, paths: tuple[str, ...], shown: list[str]) -> None:
-    """NothingToReadError when the run found no readable document (after its report is out)."""
-    if not result.report.ok:
-        raise NothingToReadError(f"nothing to index in {', '.join(shown)} (no readable document)")
