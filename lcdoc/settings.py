@@ -44,6 +44,9 @@ class Settings:
     # An escalation predicted to take an answer past this many seconds is not taken (and said);
     # None: 600 on a GPU, 120 on a CPU (lcdoc.qa.ask).
     max_seconds: float | None = None
+    # Prompt-sized matrix products on an NVIDIA GPU: "auto" (cuBLAS where measured faster, with
+    # a build that can switch), "mmq" (llama.cpp's quantised kernels throughout) or "cublas".
+    prompt_kernels: str = "auto"
 
     @property
     def prompt_cache_bytes(self) -> int | None:

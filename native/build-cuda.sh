@@ -33,6 +33,27 @@ if [ -f "$src" ]; then
 fi
 src=$(cd "$src" && pwd)
 
+# lcdoc's patches to the vendored llama.cpp (native/patches/, each with its reason at its top):
+# cublas-min-batch lets a process send prompt-sized matrix products to cuBLAS and keep decoding on
+# MMQ (GGML_CUDA_CUBLAS_MIN_BATCH, set by lcdoc's planner). Applied once; a patched tree is left.
+apply_patch() {  # apply_patch FILE [-R] [--check]: patch(1), or git apply where patch is missing
+  local f=$1; shift
+  if command -v patch >/dev/null; then
+    patch -p1 -N -s -d "$src/vendor/llama.cpp" ${1:+$1} ${2:+--dry-run} < "$f" >/dev/null 2>&1
+  else
+    (cd "$src/vendor" && git apply -p1 --directory=llama.cpp ${1:+$1} ${2:+--check} "$f" >/dev/null 2>&1)
+  fi
+}
+for p in "$here"/patches/*.patch; do
+  if apply_patch "$p" "" --check; then
+    apply_patch "$p" && echo "applied $(basename "$p")" >&2
+  elif apply_patch "$p" -R --check; then
+    echo "already applied: $(basename "$p")" >&2
+  else
+    echo "native/build-cuda.sh: $(basename "$p") does not apply to $src (another llama.cpp?)" >&2; exit 1
+  fi
+done
+
 if [ -z "${CUDA_ARCH:-}" ]; then
   CUDA_ARCH=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d '. ')
 fi
@@ -58,7 +79,7 @@ cmake -S "$src/vendor/llama.cpp" -B "$BUILD_DIR/cmake" \
   -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCH" \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
   -DLLAMA_BUILD_TOOLS=ON -DLLAMA_CURL=OFF ${EXTRA_CMAKE_ARGS:-} >&2
-cmake --build "$BUILD_DIR/cmake" -j "$JOBS" --target llama llama-bench llama-batched-bench >&2
+cmake --build "$BUILD_DIR/cmake" -j "$JOBS" --target llama llama-bench llama-batched-bench llama-perplexity >&2
 
 # The Python package without compiling llama.cpp a second time; its libraries are ours.
 CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF" "$PYTHON" -m pip install -q --no-build-isolation \
@@ -68,7 +89,7 @@ pkg=$(PYTHONPATH=${PIP_TARGET:-} "$PYTHON" -c \
 mkdir -p "$pkg/lib"
 find "$BUILD_DIR/cmake" -name 'lib*.so*' \( -path '*/bin/*' -o -path '*/src/*' -o -path '*/ggml/src/*' \) \
   -exec cp -P {} "$pkg/lib/" \;
-cp "$BUILD_DIR/cmake/bin/llama-bench" "$BUILD_DIR/cmake/bin/llama-batched-bench" "$BUILD_DIR/" 2>/dev/null || true
+cp "$BUILD_DIR/cmake/bin/llama-bench" "$BUILD_DIR/cmake/bin/llama-batched-bench" "$BUILD_DIR/cmake/bin/llama-perplexity" "$BUILD_DIR/" 2>/dev/null || true
 
 # Check 1: every C++ library links the system libstdc++ dynamically and carries none of its own.
 "$here/check-libs.sh" "$pkg/lib"

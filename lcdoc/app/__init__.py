@@ -64,7 +64,8 @@ def plan(s: Settings) -> tuple[Any, Any, dict, str]:
     from lcdoc.qa.profile import stuff_limit
 
     arch = read_arch(resolve_model(s.model))
-    p = make_plan(arch, probe_memory(s.gpu_memory_gb), s.ctx, s.kv_type, s.gpu_layers)
+    p = make_plan(arch, probe_memory(s.gpu_memory_gb), s.ctx, s.kv_type, s.gpu_layers,
+                  prompt_kernels=s.prompt_kernels)
     report = plan_report(arch, p)
     limit, _, prof = stuff_limit(arch.path, cache_settings(p), arch.n_ctx_train)
     report["effective"] = ({"calibrated": True, "stuff_limit": limit, "grid": prof.grid,

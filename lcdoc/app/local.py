@@ -101,7 +101,7 @@ class LocalApp:
 
             engine_args = dict(model=str(s.model) if s.model else None, n_ctx=s.ctx,
                                kv_type=s.kv_type, gpu_layers=s.gpu_layers, n_threads=s.threads,
-                               gpu_memory_gb=s.gpu_memory_gb)
+                               gpu_memory_gb=s.gpu_memory_gb, prompt_kernels=s.prompt_kernels)
             options = dict(style=req.style, max_words=req.max_words, prompt=req.prompt)
             return RaySummarizer(req.ray, engine_args, options, req.workers, events.log), None, 1
         engine = self.engine

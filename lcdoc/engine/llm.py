@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from lcdoc.engine.arch import Arch, read_arch
 from lcdoc.engine.cache import PromptCache, Snapshot, prefix_key
-from lcdoc.engine.plan import Plan, make_plan
+from lcdoc.engine.plan import KERNEL_ENV, Plan, make_plan
 from lcdoc.engine.plan import cache_settings
 from lcdoc.engine.system import probe_memory
 from lcdoc.errors import Cancelled, DoesNotFitError, ModelMissingError
@@ -79,6 +79,17 @@ def _vocab(path: str):
     return llm
 
 
+COUNT_MEMO_CHARS = 20_000
+_COUNTS: dict[tuple[int, int], int] = {}  # (length, hash) of a long text -> its token count
+_GPU_MODELS = 0  # engines loaded on a GPU in this process (fast_exit)
+
+
+def fast_exit_wanted() -> bool:
+    """Whether a model was loaded on a GPU here: freeing its memory and the CUDA context at exit
+    costs about half a second, which a process about to end need not pay (lcdoc.cli)."""
+    return _GPU_MODELS > 0
+
+
 class Tokenizer:
     """The model's own tokenizer from a vocab-only load: exact counts in milliseconds."""
 
@@ -89,6 +100,18 @@ class Tokenizer:
         return self.llm.tokenize(text.encode("utf-8", errors="replace"), add_bos=bos, special=True)
 
     def count(self, text: str) -> int:
+        """Tokens in text; a long document's count is remembered (it is counted while the
+        model loads, then asked for again by the route)."""
+        if len(text) < COUNT_MEMO_CHARS:
+            return self._count(text)
+        key = (len(text), hash(text))
+        if key not in _COUNTS:
+            if len(_COUNTS) >= 256:
+                _COUNTS.clear()
+            _COUNTS[key] = self._count(text)
+        return _COUNTS[key]
+
+    def _count(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode("utf-8", errors="replace"), add_bos=False,
                                      special=False))
 
@@ -219,6 +242,13 @@ class _TextStream:
             self.shown = len(self.text)
 
 
+def use_prompt_kernels(plan: Plan) -> None:
+    """Tell the patched llama.cpp the plan's kernel choice before its first matrix product (it
+    reads the variable once per process; one set by the user is left as it is)."""
+    if plan.device == "cuda" and plan.cublas_min_batch and not os.environ.get(KERNEL_ENV):
+        os.environ[KERNEL_ENV] = str(plan.cublas_min_batch)
+
+
 class Engine:
     """A loaded model with its plan; generation streams, and document prefixes are cached.
 
@@ -234,7 +264,8 @@ class Engine:
         prompt cache's folder and size, the GPU memory limit); extra: n_seq, keep_resident, ..."""
         args = dict(n_ctx=s.ctx, kv_type=s.kv_type, gpu_layers=s.gpu_layers,
                     cache_dir=s.index_dir / ".prompt-cache", n_threads=s.threads,
-                    disk_bytes=s.prompt_cache_bytes, gpu_memory_gb=s.gpu_memory_gb)
+                    disk_bytes=s.prompt_cache_bytes, gpu_memory_gb=s.gpu_memory_gb,
+                    prompt_kernels=s.prompt_kernels)
         return cls(s.model, **{**args, **extra})
 
     def __init__(self, model: str | Path | None = None, n_ctx: int | None = None,
@@ -242,11 +273,13 @@ class Engine:
                  cache_dir: Path | None = None, verbose: bool = False,
                  n_threads: int | None = None, plan: Plan | None = None, n_seq: int = 1,
                  keep_resident: bool = False, memory_bytes: int | None = None,
-                 disk_bytes: int | None = None, gpu_memory_gb: float | None = None) -> None:
+                 disk_bytes: int | None = None, gpu_memory_gb: float | None = None,
+                 prompt_kernels: str = "auto") -> None:
         self.path = resolve_model(model)
         self.arch: Arch = read_arch(self.path)
         self.plan: Plan = plan or make_plan(self.arch, probe_memory(gpu_memory_gb), n_ctx, kv_type,
-                                            gpu_layers, n_seq=n_seq)
+                                            gpu_layers, n_seq=n_seq, prompt_kernels=prompt_kernels)
+        use_prompt_kernels(self.plan)
         self.tokenizer = Tokenizer(self.path)
         import llama_cpp  # noqa: F401
         from llama_cpp import Llama
@@ -264,6 +297,9 @@ class Engine:
         except ValueError as e:  # llama.cpp could not allocate or load
             raise DoesNotFitError(f"{self.path}: llama.cpp could not create the context ({e})") from e
         _LIVE.add(self.llm)
+        if self.plan.device == "cuda":
+            global _GPU_MODELS
+            _GPU_MODELS += 1
         st = self.path.stat()
         self.model_id = f"{self.path.resolve()}:{st.st_size}:{int(st.st_mtime)}"
         self.cache_settings = cache_settings(self.plan)

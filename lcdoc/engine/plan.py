@@ -52,6 +52,9 @@ class Plan:
     main_gpu: int = 0
     tensor_split: tuple[float, ...] = ()  # share of the layers per GPU, by device index
     gpu_bytes: tuple[tuple[int, int], ...] = ()  # (GPU index, bytes planned on it)
+    # Matrix products of this many rows or more (prompt batches) go to cuBLAS, fewer stay on
+    # MMQ/MMVQ (decoding); 0: MMQ throughout (GGML_CUDA_CUBLAS_MIN_BATCH, native/patches).
+    cublas_min_batch: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """Every field, in JSON's types (`lcdoc plan --json`'s "plan")."""
@@ -69,6 +72,8 @@ class Plan:
                 f"{self.n_gpu_layers} GPU layers"
                 f"{' (split over GPUs by layer)' if self.split_mode == 'layer' else ''}, "
                 f"n_batch {self.n_batch}/n_ubatch {self.n_ubatch}"
+                + (f", prompts on cuBLAS from {self.cublas_min_batch} rows"
+                   if self.cublas_min_batch else "")
                 + (f", swa_full {self.swa_full}" if swa else ""))
 
     def llama_kwargs(self, arch: Arch) -> dict[str, Any]:
@@ -153,6 +158,44 @@ class Device:
     name: str  # "cpu" or "cuda"
     budget: int  # bytes of the GPU with the most free memory, or of RAM
     main_gpu: int
+
+
+PROMPT_KERNELS = ("auto", "mmq", "cublas")
+KERNEL_ENV = "GGML_CUDA_CUBLAS_MIN_BATCH"  # read once per process by the patched llama.cpp
+# Products of this many rows or more go to cuBLAS: a 512-token prompt batch does, a decoding
+# step of up to 127 sequences side by side does not (docs/benchmarks.md, "Prompt kernels").
+CUBLAS_MIN_BATCH = 128
+# Compute capability from which "auto" sends prompts to cuBLAS: measured faster there (H100,
+# H200); on older GPUs MMQ stays, unmeasured.
+CUBLAS_MIN_CAP = 9.0
+
+
+def choose_prompt_kernels(memory: Memory, dev: Device, wanted: str = "auto") -> Decision:
+    """The row count from which matrix products run on cuBLAS (dequantised f16 tensor-core
+    GEMMs, faster for long prompts on Hopper) instead of MMQ; 0 for MMQ throughout. Decoding
+    (a few rows a step) always stays on MMQ/MMVQ."""
+    if wanted not in PROMPT_KERNELS:
+        raise UsageError(f"prompt_kernels {wanted!r}: choose one of {', '.join(PROMPT_KERNELS)}")
+    if not dev.on_gpu:
+        return Decision(0)
+    env = os.environ.get(KERNEL_ENV, "").strip()
+    if env:
+        n = int(env) if env.lstrip("-").isdigit() else 0
+        return Decision(max(0, n), (f"prompt kernels: {KERNEL_ENV}={env} from the environment "
+                                    "(the build reads it once per process)",))
+    if not memory.kernel_switch:
+        return Decision(0, (("prompt kernels: MMQ; " if wanted != "mmq" else "prompt kernels: MMQ, as "
+                             "requested; ") + "this llama.cpp build cannot send prompts to cuBLAS "
+                            "(native/build-cuda.sh builds one that can)",))
+    cap = max((g.compute_cap for g in memory.gpus), default=0.0)
+    if wanted == "mmq" or (wanted == "auto" and cap < CUBLAS_MIN_CAP):
+        why = "as requested" if wanted == "mmq" else (
+            f"compute capability {cap:g} < {CUBLAS_MIN_CAP:g}, where cuBLAS was not measured faster")
+        return Decision(0, (f"prompt kernels: MMQ throughout ({why})",))
+    return Decision(CUBLAS_MIN_BATCH, (
+        f"prompt kernels: cuBLAS for products of {CUBLAS_MIN_BATCH}+ rows (prompt batches), MMQ "
+        "below (decoding)" + (", as requested" if wanted == "cublas" else
+                              f": faster prefill measured on compute capability {cap:g}"),))
 
 
 def check_request(n_ctx: int, n_seq: int, kv_type: str | None) -> None:
@@ -325,6 +368,7 @@ def make_plan(
     gpu_layers: int | None = None,
     n_seq: int = 1,
     swa_full: bool | None = None,
+    prompt_kernels: str = "auto",
 ) -> Plan:
     """The settings for this model on this machine at this context, or DoesNotFitError with
     numbers: the rules above applied in order, each adding its reasons."""
@@ -358,9 +402,10 @@ def make_plan(
             f"{fmt_bytes(dev.budget)} can be planned on the {dev.name}. Try a smaller --ctx "
             f"(about {max_ctx_that_fits(arch, dev.budget - weights - compute)} fits at q4_0).")
     layers = choose_gpu_layers(arch, dev, placed, offload.value[1], gpu_layers)
+    kernels = choose_prompt_kernels(memory, dev, prompt_kernels)
     reasons = device.reasons + ctx.reasons + rope.reasons + swa.reasons + cache.reasons \
         + offload.reasons + layers.reasons + split_reasons(memory, placed) \
-        + cache_reasons(chosen, kv_type, sized("f16"))
+        + cache_reasons(chosen, kv_type, sized("f16")) + kernels.reasons
     return Plan(
         n_ctx=n_ctx, type_k=chosen, type_v=chosen, flash_attn=True, rope_scaling=rope.value[0],
         rope_factor=rope.value[1], n_gpu_layers=layers.value, swa_full=swa.value,
@@ -369,7 +414,7 @@ def make_plan(
         reasons=reasons, split_mode=placed.split_mode if placed else "none",
         main_gpu=placed.main_gpu if placed else dev.main_gpu,
         tensor_split=placed.tensor_split if placed else (),
-        gpu_bytes=placed.gpu_bytes if placed else ())
+        gpu_bytes=placed.gpu_bytes if placed else (), cublas_min_batch=kernels.value)
 
 
 def cache_settings(plan: Plan) -> str:

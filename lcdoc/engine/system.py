@@ -15,6 +15,7 @@ class GPU:
     free_bytes: int
     total_bytes: int
     limited: bool = False  # free_bytes was lowered to the gpu_memory_gb setting
+    compute_cap: float = 0.0  # CUDA compute capability (9.0: Hopper); 0 when unknown
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Memory:
     ram_available_bytes: int
     gpus: tuple[GPU, ...] = ()
     gpu_offload: bool = False  # llama.cpp was built with a GPU backend
+    kernel_switch: bool = False  # the build reads GGML_CUDA_CUBLAS_MIN_BATCH (native/patches)
 
     @property
     def on_gpu(self) -> bool:
@@ -55,22 +57,30 @@ def ram_available() -> int:
 
 
 def nvidia_gpus() -> tuple[GPU, ...]:
-    """GPUs and their free memory from nvidia-smi (no CUDA library needed in this process)."""
+    """GPUs, their free memory and compute capability from nvidia-smi (no CUDA library needed in
+    this process); a driver that does not know compute_cap is asked without it."""
     if not shutil.which("nvidia-smi"):
         return ()
+    for fields in ("index,name,memory.free,memory.total,compute_cap", "index,name,memory.free,memory.total"):
+        try:
+            run = subprocess.run(["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader,nounits"],
+                                 capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return ()
+        if run.returncode == 0:
+            return tuple(g for g in (_gpu(line) for line in run.stdout.strip().splitlines()) if g)
+    return ()
+
+
+def _gpu(line: str) -> GPU | None:
+    parts = [p.strip() for p in line.split(",")]
+    if len(parts) not in (4, 5):
+        return None
     try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=index,name,memory.free,memory.total",
-             "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=10,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return ()
-    gpus = []
-    for line in out.strip().splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) == 4:
-            gpus.append(GPU(int(parts[0]), parts[1], int(parts[2]) * 2**20, int(parts[3]) * 2**20))
-    return tuple(gpus)
+        cap = float(parts[4]) if len(parts) == 5 else 0.0
+    except ValueError:
+        cap = 0.0
+    return GPU(int(parts[0]), parts[1], int(parts[2]) * 2**20, int(parts[3]) * 2**20, compute_cap=cap)
 
 
 def gpu_offload_supported() -> bool:
@@ -78,6 +88,14 @@ def gpu_offload_supported() -> bool:
     import llama_cpp
 
     return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+def kernel_switch_supported() -> bool:
+    """Whether this llama.cpp build lists CUBLAS_MIN_BATCH among its CUDA features: built by
+    native/build-cuda.sh with native/patches/cublas-min-batch.patch."""
+    import llama_cpp
+
+    return b"CUBLAS_MIN_BATCH" in llama_cpp.llama_print_system_info()
 
 
 def limit_gpus(gpus: tuple[GPU, ...], limit_bytes: int | None) -> tuple[GPU, ...]:
@@ -94,4 +112,5 @@ def probe_memory(gb: float | None = None) -> Memory:
     (the gpu_memory_gb setting, for a shared GPU)."""
     offload = gpu_offload_supported()
     gpus = nvidia_gpus() if offload else ()
-    return Memory(ram_available(), limit_gpus(gpus, int(gb * 2**30) if gb else None), offload)
+    return Memory(ram_available(), limit_gpus(gpus, int(gb * 2**30) if gb else None), offload,
+                  offload and kernel_switch_supported())

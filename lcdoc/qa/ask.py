@@ -102,9 +102,7 @@ def ask(
     t0 = time.perf_counter()
     index, docs, failed = _read(list(paths or []), index_name, s, stdin_data)
     timings["read_s"] += time.perf_counter() - t0
-    t0 = time.perf_counter()
-    eng = engine or _load(s)
-    timings["load_s"] = time.perf_counter() - t0
+    eng = engine or _load_while_counting(s, docs, timings)
     t0 = time.perf_counter()
     ctx, route = _plan(question, docs, index, mode, eng, s, list(history or []), timings)
     timings["read_s"] += time.perf_counter() - t0
@@ -124,6 +122,42 @@ def _load(s: Settings):
     from lcdoc.engine.llm import Engine
 
     return Engine.from_settings(s)
+
+
+def _load_while_counting(s: Settings, docs: list[Document], timings: dict):
+    """The engine, loaded in a thread while this one counts the documents' tokens with the
+    model's tokenizer (llama.cpp releases the GIL in both): the count the route needs is ready
+    when the model is. load_s is the wait beyond the counting, read_s the counting."""
+    import threading
+
+    from lcdoc.engine.llm import Tokenizer, resolve_model
+
+    t0 = time.perf_counter()
+    if not docs:
+        eng = _load(s)
+        timings["load_s"] = time.perf_counter() - t0
+        return eng
+    tok = Tokenizer(resolve_model(s.model))  # before the thread: its vocabulary is then shared
+    result: dict = {}
+
+    def load() -> None:
+        try:
+            result["engine"] = _load(s)
+        except BaseException as e:  # noqa: BLE001 - raised again in the caller's thread
+            result["error"] = e
+
+    loader = threading.Thread(target=load, name="lcdoc-load", daemon=True)
+    loader.start()
+    t1 = time.perf_counter()
+    for d in docs:
+        tok.count(stuff_context([d]))
+    counted = time.perf_counter() - t1
+    loader.join()
+    if "error" in result:
+        raise result["error"]
+    timings["read_s"] += counted
+    timings["load_s"] = time.perf_counter() - t0 - counted
+    return result["engine"]
 
 
 def _read(paths: list[str], index_name: str | None, s: Settings, stdin_data: bytes | None):
