@@ -231,10 +231,22 @@ def ask(
     req = lcdoc_app.AskRequest(question, tuple(docs), thread.index, thread.mode,
                                tuple(thread.turns),
                                sys.stdin.buffer.read() if "-" in docs else None, stream, s)
-    ans = lcdoc_app.record(hist, thread, question, _answer(req, explain, no_server), console.log)
+    answered = _answer(req, explain, no_server)
+    _mark("answered")
+    ans = lcdoc_app.record(hist, thread, question, answered, console.log)
+    _mark("recorded")
     render.json_out(ans) if as_json else render.answer(ans, streamed=stream)
     render.answer_log(ans)
+    _mark("printed")
     _save_state(ans)
+    _mark("state handed over")
+
+
+def _mark(phase: str) -> None:
+    """With LCDOC_DEBUG set, the wall-clock time a phase ended, on stderr: where the seconds
+    after an answer go, against a timer outside the process."""
+    if os.environ.get("LCDOC_DEBUG"):
+        print(f"lcdoc: debug: {phase} at {time.time():.3f}", file=sys.stderr, flush=True)
 
 
 def _answer(req, explain: bool, no_server: bool, engine=None):
@@ -287,6 +299,9 @@ def _where_answered(server: bool, no_server: bool, why_local: list[str], engine=
             "documents resident)")
 
 
+_HELD: list = []  # engines this process keeps until it exits
+
+
 def _save_state(ans) -> None:
     """After the answer is out: close stdout (a pipe reader is done), then hand the document's
     state to a writer that outlives this process (Engine.save_detached), so the next process
@@ -294,6 +309,7 @@ def _save_state(ans) -> None:
     eng = getattr(ans, "engine", None)
     if eng is None:
         return
+    _HELD.append(eng)  # freed by the process's exit, not at the command's return (_exit)
     sys.stdout.flush()
     try:
         os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
@@ -604,12 +620,14 @@ def main() -> None:
 
 
 def _exit(code) -> None:
-    """Exit with code; after a model ran on a GPU, without the interpreter's teardown (freeing
-    gigabytes of GPU memory and the CUDA context, ~0.5 s a user would wait for nothing): what
-    lcdoc wrote is flushed or committed, and a state still being written belongs to a child."""
+    """Exit with code; after a model was loaded, without the interpreter's teardown (freeing
+    gigabytes of model and GPU memory, torch's and llama.cpp's own, ~0.3-0.7 s a user would wait
+    for nothing): what lcdoc wrote is flushed or committed, and a state still being written
+    belongs to a child process."""
     llm = sys.modules.get("lcdoc.engine.llm")  # not imported: no model was loaded
     if llm is None or not llm.fast_exit_wanted():
         raise SystemExit(code)
+    _mark("exit")
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

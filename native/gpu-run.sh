@@ -55,7 +55,8 @@ print(w(Path('$W/doc87k.txt'), ${DOC_TOKENS:-87000}, '$B8', 'The access code for
       t0=$(date +%s.%N)
       LCDOC_PROMPT_KERNELS=$KERN LCDOC_INDEX_DIR=$IDX XDG_CACHE_HOME=$W/xdg "${RUN[@]}" ask "$Q" $W/doc87k.txt --model $B8 --ctx 131072 \
         --mode stuff --max-tokens 16 --json --no-server > $OUT/cold-$run.json 2> $OUT/cold-$run.err
-      rc=$?; wall=$(python3 -c "import time; print(round(time.time() - $t0, 2))")
+      rc=$?; t1=$(date +%s.%N); wall=$(python3 -c "import time; print(round($t1 - $t0, 2))")
+      [ -n "${LCDOC_DEBUG:-}" ] && { echo "started $t0 ended $t1"; grep "debug:" $OUT/cold-$run.err; }
       nvidia-smi --query-gpu=memory.used --format=csv,noheader
       python3 - $OUT/cold-$run.json $wall $run $rc <<'PY'
 import json, sys
@@ -118,6 +119,21 @@ PY
       LCDOC_PROMPT_KERNELS=$k python3 -m lcdoc.eval.clibench summarize --model $B8 --docs ${SUM_DOCS:-48} \
         --parallel ${SUM_PARALLEL:-1,8,16} --ctx 4096 --json $OUT/sum-$k.json 2>&1
     done | tee $OUT/sum.txt ;;
+  kernels-ref)  # which kernels are closer to the model's own weights: SmolLM2's Q4_1 weights
+    # dequantised to F32 (llama-quantize --allow-requantize; exact), whose logits are the reference
+    smol_gguf || exit 1
+    cmake --build $W/build/cmake -j $(nproc) --target llama-quantize 2>&1 | tail -n 1
+    $W/build/cmake/bin/llama-quantize --allow-requantize $W/smol.gguf $W/smol-f32.gguf F32 2>&1 | tail -n 2
+    PPL=$W/build/llama-perplexity
+    { echo "-- perplexity smol F32 (reference)"
+      $PPL -m $W/smol-f32.gguf -f .carry/ppl-text.txt -c 512 -b 512 --chunks 100 -ngl 99 -fa on \
+        --kl-divergence-base $W/smol-f32.kld 2>&1 | grep -E "^Final estimate" | tail -n 1
+      for env in "" 128; do
+        echo "-- Q4_1 with GGML_CUDA_CUBLAS_MIN_BATCH=${env:-unset (MMQ)} against F32"
+        GGML_CUDA_CUBLAS_MIN_BATCH=$env $PPL -m $W/smol.gguf -c 512 -b 512 --chunks 100 -ngl 99 -fa on \
+          --kl-divergence-base $W/smol-f32.kld --kl-divergence 2>&1 | \
+          grep -E "Mean PPL|Mean ln|Mean    KLD|Maximum KLD|99.9%.*KLD|RMS|Same top" | head -10
+      done; } 2>&1 | tee $OUT/kernels-ref.txt ;;
   kernels)  # issue 25: MMQ against cuBLAS prompts in one build (GGML_CUDA_CUBLAS_MIN_BATCH):
     # speed by batch rows, a 32K prefill, decoding; then answers: greedy and logits of the real
     # packaged SmolLM2 on a real manual, and KL divergence / perplexity with llama.cpp's own tool

@@ -81,13 +81,14 @@ def _vocab(path: str):
 
 COUNT_MEMO_CHARS = 20_000
 _COUNTS: dict[tuple[int, int], int] = {}  # (length, hash) of a long text -> its token count
-_GPU_MODELS = 0  # engines loaded on a GPU in this process (fast_exit)
+_MODELS_LOADED = 0  # engines loaded in this process (fast_exit_wanted)
 
 
 def fast_exit_wanted() -> bool:
-    """Whether a model was loaded on a GPU here: freeing its memory and the CUDA context at exit
-    costs about half a second, which a process about to end need not pay (lcdoc.cli)."""
-    return _GPU_MODELS > 0
+    """Whether a model was loaded here: freeing its memory (and a GPU's CUDA context) and the
+    interpreter's teardown of torch and llama.cpp cost a few tenths of a second at exit, which a
+    process about to end need not pay (lcdoc.cli)."""
+    return _MODELS_LOADED > 0
 
 
 class Tokenizer:
@@ -297,9 +298,8 @@ class Engine:
         except ValueError as e:  # llama.cpp could not allocate or load
             raise DoesNotFitError(f"{self.path}: llama.cpp could not create the context ({e})") from e
         _LIVE.add(self.llm)
-        if self.plan.device == "cuda":
-            global _GPU_MODELS
-            _GPU_MODELS += 1
+        global _MODELS_LOADED
+        _MODELS_LOADED += 1
         st = self.path.stat()
         self.model_id = f"{self.path.resolve()}:{st.st_size}:{int(st.st_mtime)}"
         self.cache_settings = cache_settings(self.plan)
