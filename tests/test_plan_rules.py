@@ -8,7 +8,8 @@ import pytest
 from lcdoc.engine.arch import read_arch
 from lcdoc.engine.plan import (Device, Placement, cache_reasons, check_request, choose_cache,
                                choose_context, choose_device, choose_gpu_layers,
-                               choose_partial_offload, choose_rope, choose_swa, split_reasons)
+                               choose_partial_offload, choose_prompt_kernels, choose_rope,
+                               choose_swa, make_plan, split_reasons)
 from lcdoc.engine.system import GPU, Memory
 from lcdoc.errors import UsageError
 from lcdoc.models import find_gemma_gguf, find_packaged_gguf
@@ -117,3 +118,44 @@ def test_the_cache_reason_says_why_that_type():
     assert "smallest quality loss" in cache_reasons("q8_0", None, GiB)[0]
     assert "as requested" in cache_reasons("q4_0", "q4_0", GiB)[0]
     assert "flash attention on" in cache_reasons("f16", None, GiB)[1]
+
+
+def _gpus(cap: float, switch: bool = True) -> tuple[Memory, Device]:
+    gpu = GPU(0, "NVIDIA GPU", 79 * GiB, 80 * GiB, compute_cap=cap)
+    mem = Memory(64 * GiB, (gpu,), gpu_offload=True, kernel_switch=switch)
+    return mem, choose_device(mem, None).value
+
+
+def test_prompt_kernels_go_to_cublas_only_where_measured_faster_and_the_build_can_switch(monkeypatch):
+    monkeypatch.delenv("GGML_CUDA_CUBLAS_MIN_BATCH", raising=False)
+    hopper, dev = _gpus(9.0)
+    auto = choose_prompt_kernels(hopper, dev)
+    assert auto.value == 128 and "cuBLAS for products of 128+ rows" in auto.reasons[0]
+    ampere, dev8 = _gpus(8.0)
+    older = choose_prompt_kernels(ampere, dev8)
+    assert older.value == 0 and "compute capability 8.0 < 9.0" in older.reasons[0]
+    assert choose_prompt_kernels(ampere, dev8, "cublas").value == 128  # asked for
+    assert choose_prompt_kernels(hopper, dev, "mmq").value == 0
+    stock, devs = _gpus(9.0, switch=False)  # a llama.cpp build without the patch
+    no = choose_prompt_kernels(stock, devs, "cublas")
+    assert no.value == 0 and "native/build-cuda.sh" in no.reasons[0]
+    cpu = Memory(8 * GiB)
+    assert choose_prompt_kernels(cpu, choose_device(cpu, None).value) == choose_prompt_kernels(
+        cpu, choose_device(cpu, None).value, "cublas") and choose_prompt_kernels(
+        cpu, choose_device(cpu, None).value).value == 0
+    with pytest.raises(UsageError, match="prompt_kernels 'fast'"):
+        choose_prompt_kernels(hopper, dev, "fast")
+
+
+def test_a_kernel_threshold_set_by_the_user_is_what_the_plan_reports(monkeypatch, smol):
+    hopper, dev = _gpus(9.0)
+    monkeypatch.setenv("GGML_CUDA_CUBLAS_MIN_BATCH", "512")
+    d = choose_prompt_kernels(hopper, dev, "mmq")
+    assert d.value == 512 and "from the environment" in d.reasons[0]
+    monkeypatch.setenv("GGML_CUDA_CUBLAS_MIN_BATCH", "many")
+    assert choose_prompt_kernels(hopper, dev).value == 0
+    monkeypatch.delenv("GGML_CUDA_CUBLAS_MIN_BATCH")
+    plan = make_plan(smol, hopper, 4096)
+    assert plan.cublas_min_batch == 128 and "prompts on cuBLAS from 128 rows" in plan.summary()
+    assert plan.as_dict()["cublas_min_batch"] == 128
+    assert make_plan(smol, hopper, 4096, prompt_kernels="mmq").cublas_min_batch == 0

@@ -45,7 +45,11 @@ def run_checks(settings: Settings) -> dict[str, tuple[bool | None, Any]]:
         out["llama.cpp GPU offload"] = (False, f"llama_cpp failed to load: {e}")
     gpus = nvidia_gpus()
     out["GPUs"] = (None, "; ".join(f"{g.index}: {g.name}, {fmt_bytes(g.free_bytes)} free of "
-                                   f"{fmt_bytes(g.total_bytes)}" for g in gpus) or "none found")
+                                   f"{fmt_bytes(g.total_bytes)}"
+                                   + (f", compute capability {g.compute_cap:.1f}" if g.compute_cap else "")
+                                   for g in gpus) or "none found")
+    if gpus:
+        out["prompt kernels"] = _prompt_kernels(settings)
     out["RAM available"] = (None, fmt_bytes(ram_available()))
     from lcdoc.errors import LcdocError
     from lcdoc.models import find_embedding_model, find_packaged_gguf
@@ -71,3 +75,18 @@ def run_checks(settings: Settings) -> dict[str, tuple[bool | None, Any]]:
     out["index folder"] = (writable, f"{d} ({'writable' if writable else 'NOT writable'}, "
                                      f"{n} indexes)")
     return out
+
+
+def _prompt_kernels(settings: Settings) -> tuple[bool | None, str]:
+    """What the planner does with prompt-sized products on this machine, and why."""
+    from lcdoc.engine.plan import choose_device, choose_prompt_kernels
+    from lcdoc.engine.system import probe_memory
+    from lcdoc.errors import LcdocError
+
+    try:
+        memory = probe_memory(settings.gpu_memory_gb)
+        d = choose_prompt_kernels(memory, choose_device(memory, settings.gpu_layers).value,
+                                  settings.prompt_kernels)
+    except (LcdocError, OSError) as e:
+        return False, str(e)
+    return None, "; ".join(d.reasons) or "MMQ (no GPU in the plan)"

@@ -190,12 +190,12 @@ def choose_prompt_kernels(memory: Memory, dev: Device, wanted: str = "auto") -> 
     cap = max((g.compute_cap for g in memory.gpus), default=0.0)
     if wanted == "mmq" or (wanted == "auto" and cap < CUBLAS_MIN_CAP):
         why = "as requested" if wanted == "mmq" else (
-            f"compute capability {cap:g} < {CUBLAS_MIN_CAP:g}, where cuBLAS was not measured faster")
+            f"compute capability {cap:.1f} < {CUBLAS_MIN_CAP:.1f}, where cuBLAS was not measured faster")
         return Decision(0, (f"prompt kernels: MMQ throughout ({why})",))
     return Decision(CUBLAS_MIN_BATCH, (
         f"prompt kernels: cuBLAS for products of {CUBLAS_MIN_BATCH}+ rows (prompt batches), MMQ "
         "below (decoding)" + (", as requested" if wanted == "cublas" else
-                              f": faster prefill measured on compute capability {cap:g}"),))
+                              f": faster and closer to the weights, measured on compute capability {cap:.1f}"),))
 
 
 def check_request(n_ctx: int, n_seq: int, kv_type: str | None) -> None:

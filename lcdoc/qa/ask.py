@@ -215,7 +215,7 @@ def _speed(eng: Model):
 
     try:
         return lookup(speed_key(eng.model_id, eng.cache_settings, eng.plan.device,
-                                eng.plan.n_gpu_layers))
+                                eng.plan.n_gpu_layers), eng.arch.attention_cost)
     except AttributeError:  # an engine without a plan (a test's small one)
         return Speed(None, None)
 
@@ -234,8 +234,9 @@ def _predicted(speed, route: Route, budget: int, doc_tokens: int | None,
     parts.append(f"rag {first:,} tokens of passages (may miss what they leave out) "
                  f"~{speed.predict(first, answer_tokens):.1f} s, escalating to {budget:,} "
                  f"~{speed.predict(budget, answer_tokens):.1f} s more")
-    return (f"predicted time at the measured {speed.prefill_tok_s:,.0f} prefill and "
-            f"{speed.decode_tok_s:,.1f} answer tokens/s: " + "; ".join(parts))
+    return (f"predicted time at the measured {speed.prefill_tok_s:,.0f} prefill tokens/s at the "
+            f"start of the context (slower further in: attention) and {speed.decode_tok_s:,.1f} "
+            f"answer tokens/s: " + "; ".join(parts))
 
 
 def _finish(ctx: AskContext, out, route: Route, question: str, failed: list, docs: list[Document],
@@ -265,12 +266,14 @@ def _remember_speed(eng: Model, ctx: AskContext) -> None:
     """This answer's prefill and decode speed, into the book the next prediction reads."""
     from lcdoc.engine.speed import record, speed_key
 
-    n_prefill = ctx.tokens["prompt"] - ctx.tokens.get("restored", 0)
+    restored = ctx.tokens.get("restored", 0)
     try:
         key = speed_key(eng.model_id, eng.cache_settings, eng.plan.device, eng.plan.n_gpu_layers)
+        prior = eng.arch.attention_cost
     except AttributeError:
         return
-    record(key, n_prefill, ctx.last_prefill_s, ctx.tokens["completion"], ctx.timings["generate_s"])
+    record(key, ctx.last_prefill_tokens, ctx.last_prefill_s, ctx.tokens["completion"],
+           ctx.timings["generate_s"], prior, ctx.last_prefill_start)
 
 
 def _fit_conversation(turns: list[tuple[str, str]], question: str, doc_tokens: int | None,

@@ -66,7 +66,9 @@ class AskContext:
     max_seconds: float = float("inf")  # an escalation predicted to pass this is not taken
     started: float = 0.0  # perf_counter() when the question was asked
     not_read: str = ""  # what an escalation left unread for the time budget, and how to allow it
-    last_prefill_s: float = 0.0  # the last prompt's prefill, for the speed book
+    last_prefill_s: float = 0.0  # the last prompt's prefill, for the speed book:
+    last_prefill_tokens: int = 0  # its tokens prefilled,
+    last_prefill_start: int = 0  # after this many restored
 
     def generate(self, context: str, stream: bool = True) -> str:
         """The answer to the question over this context, counted into the accounts."""
@@ -83,6 +85,7 @@ class AskContext:
         self.timings["read_s"] = self.timings.get("read_s", 0.0) + comp.tokenize_s
         self.timings["save_s"] = self.timings.get("save_s", 0.0) + comp.save_s
         self.last_prefill_s = comp.prefill_s
+        self.last_prefill_tokens, self.last_prefill_start = comp.n_prompt - comp.n_cached, comp.n_cached
         self.tokens["prompt"] = comp.n_prompt
         self.tokens["completion"] += comp.n_completion
         return comp.text.strip()
@@ -103,6 +106,22 @@ class AskContext:
         if self.index_docs is None:
             self.index_docs = all_documents(self.index)
         return self.index_docs
+
+
+
+def _first_pass_speed(ctx: "AskContext"):
+    """The speeds to price an escalation with: this answer's own first prompt gives the prefill
+    rate where it was long enough, the book (or the model's shape) how it slows with length."""
+    from lcdoc.engine.speed import MIN_PREFILL_TOKENS, Speed
+
+    book = ctx.speed if isinstance(ctx.speed, Speed) else Speed(None, None)
+    decode = book.decode_tok_s or (ctx.tokens["completion"] / ctx.timings["generate_s"]
+                                   if ctx.timings["generate_s"] > 0 and ctx.tokens["completion"]
+                                   else None)
+    speed = Speed(book.prefill_tok_s, decode, book.samples, book.attention)
+    if ctx.last_prefill_s > 0 and ctx.last_prefill_tokens >= MIN_PREFILL_TOKENS:
+        speed = speed.measured(ctx.last_prefill_tokens, ctx.last_prefill_s, ctx.last_prefill_start)
+    return speed
 
 
 @dataclass
@@ -179,23 +198,18 @@ class Rag:
         does not, the answer says what was not read and how to allow it."""
         total = (ctx.doc_tokens or 0) + (ctx.index_tokens or 0)
         reread = total if total <= min(room, ctx.limit or room) else room
-        # This answer's own first pass measured the speed; the book's is the fallback.
-        measured = ctx.tokens["prompt"] - ctx.tokens.get("restored", 0)
-        speed = (measured / ctx.last_prefill_s if ctx.last_prefill_s > 0 and measured >= 256
-                 else getattr(ctx.speed, "prefill_tok_s", None))
-        decode = getattr(ctx.speed, "decode_tok_s", None) or (
-            ctx.tokens["completion"] / ctx.timings["generate_s"]
-            if ctx.timings["generate_s"] > 0 and ctx.tokens["completion"] else None)
-        if not speed or not decode:
+        speed = _first_pass_speed(ctx)
+        predicted = speed.predict(reread, ctx.answer_tokens)
+        if predicted is None:
             return True  # nothing to price it with: as before
-        predicted = reread / speed + ctx.answer_tokens / decode
         spent = time.perf_counter() - ctx.started
         if spent + predicted <= ctx.max_seconds:
             return True
         need = int(spent + predicted) + 1
         ctx.not_read = (f"the answer {why}, from {first:,} tokens of passages; reading "
                         f"{reread:,} tokens instead would take about {predicted:.0f} s more (at "
-                        f"{speed:,.0f} tokens/s), past the {ctx.max_seconds:g} s budget: not "
+                        f"{reread / speed.prefill_seconds(reread):,.0f} tokens/s over that length),"
+                        f" past the {ctx.max_seconds:g} s budget: not "
                         f"read. Allow it with --max-seconds {need} (or max_seconds = {need} in "
                         f"the config)")
         ctx.reasons.append("SELF-ROUTE not taken: " + ctx.not_read)
