@@ -1,0 +1,57 @@
+"""The first question from a new process: every second named, the model loaded while the
+documents are counted, no teardown paid at exit, and the prompt-kernel setting checked."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pytest
+
+from conftest import run_lcdoc
+
+FACT = "The access code for the north gate is PELICAN-42. "
+
+
+@pytest.mark.slow
+def test_the_named_timings_add_up_to_the_wall_and_nothing_is_lost_by_the_fast_exit(tmp_path):
+    doc = tmp_path / "gate.txt"
+    doc.write_text("Site notes. " * 200 + FACT + "The south gate has no code. " * 50)
+    env = {"LCDOC_INDEX_DIR": str(tmp_path / "idx"), "XDG_DATA_HOME": str(tmp_path / "data"),
+           "XDG_CACHE_HOME": str(tmp_path / "cache"), "LCDOC_DEBUG": "1"}
+    t0 = time.perf_counter()
+    r = run_lcdoc(["ask", "What is the access code for the north gate?", doc, "--json",
+                   "--no-server", "--max-tokens", "24"], env=env)
+    wall = time.perf_counter() - t0
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)  # whole: stdout was flushed before the process left
+    assert d["route"] == "stuff" and d["tokens"]["prompt"] > 600
+    named = sum(d["timings"].values())
+    assert set(d["timings"]) >= {"start_s", "load_s", "read_s", "prefill_s", "generate_s",
+                                 "evidence_s", "save_s"}
+    assert named <= wall and wall - named < 1.0, (wall, d["timings"])
+    marks = re.findall(r"lcdoc: debug: ([a-z ]+) at ([0-9.]+)", r.stderr)
+    assert [m[0] for m in marks] == ["answered", "recorded", "printed", "state handed over", "exit"]
+    answered, exited = float(marks[0][1]), float(marks[-1][1])
+    assert exited - answered < 0.5  # no model freed between the answer and the exit
+    log = run_lcdoc(["log", "--json"], env=env)  # the history was committed before os._exit
+    assert log.returncode == 0 and "north gate" in log.stdout
+
+
+@pytest.mark.slow
+def test_a_model_that_fails_while_the_documents_are_counted_is_one_line_and_an_exit_code(tmp_path):
+    doc = tmp_path / "gate.txt"
+    doc.write_text(FACT * 40)
+    # The planner refuses inside the loading thread; the error reaches the caller as before.
+    r = run_lcdoc(["ask", "What is the code?", doc, "--ctx", "2000000000", "--no-server",
+                   "--gpu-layers", "0"], env={"LCDOC_INDEX_DIR": str(tmp_path / "idx")})
+    assert r.returncode != 0 and r.stderr.count("\n") <= 3, r.stderr
+    assert "does not fit" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_an_unknown_prompt_kernel_setting_is_a_usage_error():
+    r = run_lcdoc(["plan"], env={"LCDOC_PROMPT_KERNELS": "fastest"})
+    assert r.returncode == 2 and "prompt_kernels 'fastest'" in r.stderr
+    ok = run_lcdoc(["plan", "--json"], env={"LCDOC_PROMPT_KERNELS": "mmq"})
+    assert ok.returncode == 0 and json.loads(ok.stdout)["plan"]["cublas_min_batch"] == 0
