@@ -104,13 +104,18 @@ def test_precision_is_recorded_and_kept_by_later_updates(corpus, tmp_path):
 
 HEAVY = ("torch", "transformers", "sentence_transformers", "faiss")
 PROBE = """
-import json, sys
+import json, os, sys
 from lcdoc.cli import main
+
+def report(code):
+    print(json.dumps({"exit": code, "heavy": [m for m in %r if m in sys.modules]}), file=sys.stderr)
+
+leave = os._exit  # after a model was loaded, the CLI leaves through os._exit (no teardown)
+os._exit = lambda code: (report(code), sys.stderr.flush(), leave(code))
 try:
     main()
 except SystemExit as e:
-    code = e.code
-print(json.dumps({"exit": code, "heavy": [m for m in %r if m in sys.modules]}), file=sys.stderr)
+    report(e.code)
 """
 
 

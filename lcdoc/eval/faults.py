@@ -253,6 +253,7 @@ def case_everything_written_is_the_users_alone(w: Work) -> None:
     expect(r.returncode == 0, err(r))
     r = w.lcdoc("summarize", str(doc), "--out", str(w.root / "sums"), "--max-words", "20")
     expect(r.returncode == 0, err(r))
+    _wait_for(lambda: list((w.root / "indexes" / ".prompt-cache").glob("*.kvstate")))
     loose = []
     for base in (w.root / "indexes", w.root / "sums"):
         for p in [base, *base.rglob("*")]:
@@ -312,6 +313,14 @@ def case_a_file_replaced_while_read_is_read_again(w: Work) -> None:
            f"report: {rep}")
 
 
+def _wait_for(found: Callable[[], list], seconds: float = 30.0) -> list:
+    """What found() returns once it is not empty, or [] after seconds."""
+    end = time.time() + seconds
+    while not (got := found()) and time.time() < end:
+        time.sleep(0.05)
+    return got
+
+
 @case("wrong data")
 def case_a_damaged_prompt_cache_state_is_a_miss(w: Work) -> None:
     doc = w.path("docs/licence.txt")
@@ -319,7 +328,8 @@ def case_a_damaged_prompt_cache_state_is_a_miss(w: Work) -> None:
     q = "Who was the licence granted to?"
     first = json.loads(out(w.lcdoc("ask", q, str(doc), "--no-server", "--mode", "stuff",
                                    "--json")))
-    states = list((w.root / "indexes" / ".prompt-cache").glob("*.kvstate"))
+    # The state is written by a child that outlives the answering process (save_detached).
+    states = _wait_for(lambda: list((w.root / "indexes" / ".prompt-cache").glob("*.kvstate")))
     expect(len(states) == 1, f"{len(states)} states written")
     raw = bytearray(states[0].read_bytes())
     mid = len(raw) // 2
