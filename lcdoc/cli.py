@@ -627,6 +627,7 @@ def _exit(code) -> None:
     llm = sys.modules.get("lcdoc.engine.llm")  # not imported: no model was loaded
     if llm is None or not llm.fast_exit_wanted():
         raise SystemExit(code)
+    llm.finish_writes()
     _mark("exit")
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -84,6 +84,18 @@ _COUNTS: dict[tuple[int, int], int] = {}  # (length, hash) of a long text -> its
 _MODELS_LOADED = 0  # engines loaded in this process (fast_exit_wanted)
 
 
+_ENGINES: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+
+def finish_writes() -> None:
+    """Wait for every engine's background prompt-cache writes (before an exit that skips the
+    interpreter's teardown)."""
+    for eng in list(_ENGINES):
+        cache = getattr(eng, "cache", None)
+        if cache is not None:
+            cache.wait()
+
+
 def fast_exit_wanted() -> bool:
     """Whether a model was loaded here: freeing its memory (and a GPU's CUDA context) and the
     interpreter's teardown of torch and llama.cpp cost a few tenths of a second at exit, which a
@@ -300,6 +312,7 @@ class Engine:
         _LIVE.add(self.llm)
         global _MODELS_LOADED
         _MODELS_LOADED += 1
+        _ENGINES.add(self)
         st = self.path.stat()
         self.model_id = f"{self.path.resolve()}:{st.st_size}:{int(st.st_mtime)}"
         self.cache_settings = cache_settings(self.plan)
