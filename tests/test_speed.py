@@ -51,6 +51,7 @@ def test_the_models_shape_gives_the_attention_cost_until_prompts_of_several_leng
     assert now.prefill_seconds(8000) == pytest.approx(seconds(8000, 400.0, 2e-4))
     assert now.prefill_seconds(8000) > 4 * seconds(2000, 400.0, 2e-4)
     assert sp.lookup("another|key", prior).prefill_tok_s is None
+    assert sp.speed_key("m", "s", "cuda", 33, 128) != sp.speed_key("m", "s", "cuda", 33)  # kernels
 
 
 @pytest.mark.slow
@@ -61,7 +62,7 @@ def test_calibrate_feeds_the_speed_book_with_prompts_of_several_lengths(tmp_path
 
     eng = Engine(n_ctx=4096, cache_dir=tmp_path / "pc")
     calibrate(eng, load_settings(index_dir=tmp_path / "idx"), [600, 1800], depths=(50,), full=True)
-    key = sp.speed_key(eng.model_id, eng.cache_settings, eng.plan.device, eng.plan.n_gpu_layers)
+    key = sp.plan_key(eng)
     entry = json.loads(book.read_text())[key]
     ends = sorted(p[1] for p in entry["points"])
     assert len(ends) == 2 and ends[1] > 2.5 * ends[0]

@@ -58,8 +58,18 @@ def book_path() -> Path:
     return Path(base) / "lcdoc" / "speeds.json"
 
 
-def speed_key(model_id: str, cache_settings: str, device: str, gpu_layers: int) -> str:
-    return f"{model_id}|{cache_settings}|{device}|{gpu_layers}"
+def speed_key(model_id: str, cache_settings: str, device: str, gpu_layers: int,
+              cublas_min_batch: int = 0) -> str:
+    """One model and plan: its file, cache settings, device, GPU layers and prompt kernels."""
+    return f"{model_id}|{cache_settings}|{device}|{gpu_layers}" + (
+        f"|cublas{cublas_min_batch}" if cublas_min_batch else "")
+
+
+def plan_key(eng) -> str:
+    """The book's key for an engine (lcdoc.engine.llm.Engine)."""
+    p = eng.plan
+    return speed_key(eng.model_id, eng.cache_settings, p.device, p.n_gpu_layers,
+                     getattr(p, "cublas_min_batch", 0))
 
 
 def _read() -> dict:

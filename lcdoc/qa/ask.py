@@ -213,11 +213,10 @@ def _max_seconds(s: Settings, eng: Model) -> float:
 
 
 def _speed(eng: Model):
-    from lcdoc.engine.speed import Speed, lookup, speed_key
+    from lcdoc.engine.speed import Speed, lookup, plan_key
 
     try:
-        return lookup(speed_key(eng.model_id, eng.cache_settings, eng.plan.device,
-                                eng.plan.n_gpu_layers), eng.arch.attention_cost)
+        return lookup(plan_key(eng), eng.arch.attention_cost)
     except AttributeError:  # an engine without a plan (a test's small one)
         return Speed(None, None)
 
@@ -266,12 +265,10 @@ def _finish(ctx: AskContext, out, route: Route, question: str, failed: list, doc
 
 def _remember_speed(eng: Model, ctx: AskContext) -> None:
     """This answer's prefill and decode speed, into the book the next prediction reads."""
-    from lcdoc.engine.speed import record, speed_key
+    from lcdoc.engine.speed import plan_key, record
 
-    restored = ctx.tokens.get("restored", 0)
     try:
-        key = speed_key(eng.model_id, eng.cache_settings, eng.plan.device, eng.plan.n_gpu_layers)
-        prior = eng.arch.attention_cost
+        key, prior = plan_key(eng), eng.arch.attention_cost
     except AttributeError:
         return
     record(key, ctx.last_prefill_tokens, ctx.last_prefill_s, ctx.tokens["completion"],
