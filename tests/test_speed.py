@@ -40,11 +40,12 @@ def test_the_models_shape_gives_the_attention_cost_until_prompts_of_several_leng
     key = "m|s|cpu|0"
     t = seconds(2000, 400.0, 2e-4)
     first = sp.record(key, 2000, t, 32, 0.5, prior)
-    assert first.attention == prior  # one length: the shape's cost, the rate from it
+    assert first.attention == prior and not first.fitted  # one length: the shape's cost
     assert first.prefill_tok_s == pytest.approx(sp.Speed(None, None, 0, prior).prefill_work(2000) / t)
     sp.record(key, 6000, seconds(6000, 400.0, 2e-4), 32, 0.5, prior)
     now = sp.lookup(key, prior)
     assert now.attention == pytest.approx(2e-4, rel=1e-6) and now.prefill_tok_s == pytest.approx(400.0)
+    assert now.fitted
     entry = json.loads(book.read_text())[key]
     assert entry["attention_fitted"] is True and [p[1] for p in entry["points"]] == [2000, 6000]
     # An 8,000-token prompt is predicted from the fit, not from a straight line through 2,000.

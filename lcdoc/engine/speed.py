@@ -29,6 +29,7 @@ class Speed:
     decode_tok_s: float | None
     samples: int = 0
     attention: float = 0.0
+    fitted: bool = False  # attention fitted to prompts measured here, not the model's shape
 
     def prefill_work(self, n: int, start: int = 0) -> float:
         """Prefilling positions start..n, in tokens at the start of the context."""
@@ -87,7 +88,7 @@ def lookup(key: str, attention_prior: float = 0.0) -> Speed:
     try:
         fitted = d.get("attention") if d.get("attention_fitted") else None
         return Speed(d.get("prefill_tok_s"), d.get("decode_tok_s"), int(d.get("samples", 0)),
-                     float(fitted if fitted is not None else attention_prior))
+                     float(fitted if fitted is not None else attention_prior), fitted is not None)
     except (TypeError, ValueError):
         return Speed(None, None, 0, attention_prior)
 
@@ -150,8 +151,9 @@ def record(key: str, prefill_tokens: int, prefill_s: float, answer_tokens: int,
             (rate, attention), fitted = fit, True
         else:
             rate = blend(old.prefill_tok_s, old.measured(prefill_tokens, prefill_s, start).prefill_tok_s)
-    now = Speed(rate, blend(old.decode_tok_s, dec), old.samples + 1, attention)
+    now = Speed(rate, blend(old.decode_tok_s, dec), old.samples + 1, attention, fitted)
     entry.update(asdict(now), points=points, attention_fitted=fitted)
+    entry.pop("fitted", None)
     book[key] = entry
     _write(book)
     return now

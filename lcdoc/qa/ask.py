@@ -235,9 +235,11 @@ def _predicted(speed, route: Route, budget: int, doc_tokens: int | None,
     parts.append(f"rag {first:,} tokens of passages (may miss what they leave out) "
                  f"~{speed.predict(first, answer_tokens):.1f} s, escalating to {budget:,} "
                  f"~{speed.predict(budget, answer_tokens):.1f} s more")
+    how = ("fitted to prompts measured here" if speed.fitted else "estimated from the model's "
+           "shape until prompts of other lengths are measured")
     return (f"predicted time at the measured {speed.prefill_tok_s:,.0f} prefill tokens/s at the "
-            f"start of the context (slower further in: attention) and {speed.decode_tok_s:,.1f} "
-            f"answer tokens/s: " + "; ".join(parts))
+            f"start of the context (slower further in, attention {how}) and "
+            f"{speed.decode_tok_s:,.1f} answer tokens/s: " + "; ".join(parts))
 
 
 def _finish(ctx: AskContext, out, route: Route, question: str, failed: list, docs: list[Document],
