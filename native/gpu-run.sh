@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What is run on the lent GPU host, in stages, each a separate device call, back to back so that
-# the build under /root/work survives: build | build-cublas | models | kernels | cold-ask | parallel-cublas | lb-cmp | batched | step-cost | bench-serve | bench-chat | bench-sum | smoke, and on a
+# the build under /root/work survives: build | build-cublas | models | kernels | kernels-ref | cold-ask | parallel-cublas | lb-cmp | batched | step-cost | bench-serve | bench-chat | bench-sum | smoke, and on a
 # 2-GPU host: synth70 | multi-cli | multi-bench (CAP: the gpu_memory_gb limit that forces a split).
 # Carried: .carry/ (trimmed sdist, synth_gguf.py), .whl/ (wheels the host lacks), and the packaged
 # models' wheels (SmolLM2, MiniLM) in parts .gg-a ... .gg-d, each too large for one call.
