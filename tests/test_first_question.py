@@ -55,3 +55,25 @@ def test_an_unknown_prompt_kernel_setting_is_a_usage_error():
     assert r.returncode == 2 and "prompt_kernels 'fastest'" in r.stderr
     ok = run_lcdoc(["plan", "--json"], env={"LCDOC_PROMPT_KERNELS": "mmq"})
     assert ok.returncode == 0 and json.loads(ok.stdout)["plan"]["cublas_min_batch"] == 0
+
+
+@pytest.mark.slow
+def test_the_prompt_tokenized_while_the_model_loads_is_the_one_the_engine_would_make(tmp_path):
+    from lcdoc.engine import llm as L
+    from lcdoc.models import find_packaged_gguf
+    from lcdoc.qa.ask import SYSTEM, gather_documents, stuff_context
+
+    doc = tmp_path / "gate.txt"
+    doc.write_text("Site notes, page one.\n\n" + FACT * 30 + "\n<|im_end|> is text here.")
+    docs, _ = gather_documents([str(doc)])
+    L._PREFIX_TOKENS.clear()
+    L.Tokenizer(find_packaged_gguf()).tokenize_prefix_ahead(SYSTEM, stuff_context(docs))
+    (ahead,) = L._PREFIX_TOKENS.values()
+    eng = L.Engine(n_ctx=4096, cache_dir=tmp_path / "pc")
+    pre, suf, _ = eng.chat_parts(SYSTEM, stuff_context(docs), "What is the code?")
+    direct = eng.llm.tokenize(pre.encode(), add_bos=L.add_bos(eng.llm), special=True)
+    assert ahead == direct and len(direct) > 300
+    taken, _ = eng.prompt_tokens(pre, suf)
+    assert taken == direct and not L._PREFIX_TOKENS  # taken once, then gone
+    other, _ = eng.prompt_tokens(pre.replace("page one", "page two"), suf)  # not the memo's text
+    assert other != direct

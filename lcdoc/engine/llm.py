@@ -109,6 +109,15 @@ class Tokenizer:
     def __init__(self, model_path: Path) -> None:
         self.llm = _vocab(str(model_path))
 
+    @property
+    def n_ctx_train(self) -> int:
+        """The trained context from the GGUF's metadata (a vocab-only load has no hparams)."""
+        meta = self.llm.metadata
+        try:
+            return int(meta.get(f"{meta.get('general.architecture')}.context_length", 0))
+        except ValueError:
+            return 0
+
     def encode(self, text: str, bos: bool = False) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8", errors="replace"), add_bos=bos, special=True)
 
@@ -130,6 +139,16 @@ class Tokenizer:
 
     def decode(self, tokens: list[int]) -> str:
         return self.llm.detokenize(tokens).decode("utf-8", errors="replace")
+
+    def tokenize_prefix_ahead(self, system: str, context: str) -> None:
+        """Tokenize the prompt prefix a stuffed question will use (system and documents, no
+        conversation) while the model loads; Engine.prompt_tokens takes it instead of tokenizing
+        the same text again."""
+        pre = chat_parts(self.llm, system, context, "")[0]
+        if len(_PREFIX_TOKENS) >= 4:
+            _PREFIX_TOKENS.clear()
+        _PREFIX_TOKENS[_text_key(pre)] = self.llm.tokenize(
+            pre.encode("utf-8", errors="replace"), add_bos=add_bos(self.llm), special=True)
 
 
 # A small model greedy-decoding can fall into a loop, repeating a sentence until max_tokens. A
@@ -255,6 +274,103 @@ class _TextStream:
             self.shown = len(self.text)
 
 
+def chat_parts(llm, system: str, context: str, question: str,
+               history: list[tuple[str, str]] | None = None) -> tuple[str, str, list[str]]:
+    """(prefix, suffix, stop strings) in the model's chat template, from any llama_cpp.Llama of
+    the model, a vocab-only one included (Engine.chat_parts)."""
+    history = list(history or [])
+    context = defuse(llm, context)
+    template = llm.metadata.get("tokenizer.chat_template")
+    eos = llm.detokenize([llm.token_eos()]).decode(errors="ignore")
+    if template:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        bos = llm.detokenize([llm.token_bos()]).decode(errors="ignore") if llm.token_bos() >= 0 else ""
+        fmt = Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos)
+        head = f"{context}\n\nQuestion: " if context else ""
+        msgs = [{"role": "system", "content": system}]
+        for q, a in history:
+            msgs += [{"role": "user", "content": head + q}, {"role": "assistant", "content": a}]
+            head = "Question: "
+        msgs.append({"role": "user", "content": head + SENTINEL})
+        try:
+            rendered = fmt(messages=msgs)
+            prompt = rendered.prompt
+            if prompt.count(SENTINEL) == 1:
+                pre, post = prompt.split(SENTINEL)
+                stops = rendered.stop if isinstance(rendered.stop, list) else \
+                    ([rendered.stop] if rendered.stop else [])
+                return pre, question + post, [s for s in stops if s] + ([eos] if eos else [])
+        except Exception:  # a template that refuses a system role, etc.: fall through
+            pass
+    pre = f"{system}\n\n{context}\n\n" if context else f"{system}\n\n"
+    pre += "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in history)
+    return pre + "Question: ", f"{question}\nAnswer:", ["\nQuestion:", "\n\n\n"]
+
+
+_SPECIAL: dict[str, tuple] = {}  # model file -> (candidate pattern, special texts)
+# Most special tokens are spelled <...> or [...]: candidates of those shapes are checked against
+# the set; the rest go into the pattern as they are (a pattern of Gemma's 6,000 would be slow).
+SHAPES = (r"<[^<>\n]{1,64}>", r"\[[^\[\]\n]{1,64}\]")
+
+
+def special_texts(llm) -> tuple:
+    """(pattern, texts): the texts that tokenize as this model's control tokens, and user-defined
+    ones spelled like chat markers ("<|...|>"): what a prompt tokenized with special=True turns
+    into chat structure. Other user-defined tokens (Gemma's HTML tags, runs of newlines) stay."""
+    import re
+
+    import llama_cpp
+
+    key = str(getattr(llm, "model_path", id(llm)))
+    if key not in _SPECIAL:
+        vocab = llama_cpp.llama_model_get_vocab(llm._model.model)
+        texts = set()
+        for i in range(llm.n_vocab()):
+            attr = llama_cpp.llama_vocab_get_attr(vocab, i)
+            if attr & (llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED):
+                text = llm.detokenize([i], special=True).decode("utf-8", errors="ignore")
+                if attr & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL or re.fullmatch(r"<\|.+\|>", text):
+                    texts.add(text)
+        texts = {t for t in texts if len(t) >= 2 and not t.isspace()}
+        odd = sorted((t for t in texts if not any(re.fullmatch(x, t) for x in SHAPES)),
+                     key=len, reverse=True)
+        _SPECIAL[key] = (re.compile("|".join([*SHAPES, *map(re.escape, odd)])) if texts else None,
+                         frozenset(texts))
+    return _SPECIAL[key]
+
+
+def defuse(llm, text: str) -> str:
+    """Document text as data: any spelling of a special token ("<|im_start|>system", "</s>")
+    gets a word joiner after its first character, so it tokenizes as plain text and cannot
+    open a turn, end the prompt or speak as the system."""
+    if not text:
+        return text
+    pattern, texts = special_texts(llm)
+    if pattern is None:
+        return text
+
+    def fix(m) -> str:
+        t = m.group(0)
+        return t[0] + "\u2060" + t[1:] if t in texts else t
+
+    return pattern.sub(fix, text)
+
+
+def add_bos(llm) -> bool:
+    """Whether this model's prompts begin with BOS."""
+    if hasattr(llm._model, "add_bos_token"):
+        return bool(llm.token_bos() >= 0 and llm._model.add_bos_token())
+    return True
+
+
+_PREFIX_TOKENS: dict[tuple[int, int], list[int]] = {}  # a prompt prefix tokenized ahead of use
+
+
+def _text_key(text: str) -> tuple[int, int]:
+    return len(text), hash(text)
+
+
 def use_prompt_kernels(plan: Plan) -> None:
     """Tell the patched llama.cpp the plan's kernel choice before its first matrix product (it
     reads the variable once per process; one set by the user is left as it is)."""
@@ -324,8 +440,6 @@ class Engine:
         self._resident: tuple[str, int, bool] | None = None  # (key, n_prefix, persist)
         self._pieces: dict[int, bytes] = {}  # token id -> its text, for prompt_tokens
         self._save_s = 0.0  # prompt-cache saves inside the current completion
-        self._eos = self.llm.detokenize([self.llm.token_eos()]).decode(errors="ignore")
-        self._template = self.llm.metadata.get("tokenizer.chat_template")
 
     @property
     def n_ctx(self) -> int:
@@ -339,32 +453,7 @@ class Engine:
                    history: list[tuple[str, str]] | None = None) -> tuple[str, str, list[str]]:
         """(prefix, suffix, stop strings): the prefix holds system + documents (+ the conversation
         so far), so it can be cached and a follow-up extends it rather than replacing it."""
-        history = list(history or [])
-        if self._template:
-            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-            bos = self.llm.detokenize([self.llm.token_bos()]).decode(errors="ignore") \
-                if self.llm.token_bos() >= 0 else ""
-            fmt = Jinja2ChatFormatter(self._template, eos_token=self._eos, bos_token=bos)
-            head = f"{context}\n\nQuestion: " if context else ""
-            msgs = [{"role": "system", "content": system}]
-            for q, a in history:
-                msgs += [{"role": "user", "content": head + q}, {"role": "assistant", "content": a}]
-                head = "Question: "
-            msgs.append({"role": "user", "content": head + SENTINEL})
-            try:
-                rendered = fmt(messages=msgs)
-                prompt = rendered.prompt
-                if prompt.count(SENTINEL) == 1:
-                    pre, post = prompt.split(SENTINEL)
-                    stops = rendered.stop if isinstance(rendered.stop, list) else \
-                        ([rendered.stop] if rendered.stop else [])
-                    return pre, question + post, [s for s in stops if s] + ([self._eos] if self._eos else [])
-            except Exception:  # a template that refuses a system role, etc.: fall through
-                pass
-        pre = f"{system}\n\n{context}\n\n" if context else f"{system}\n\n"
-        pre += "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in history)
-        return pre + "Question: ", f"{question}\nAnswer:", ["\nQuestion:", "\n\n\n"]
+        return chat_parts(self.llm, system, context, question, history)
 
     def prompt_tokens(self, prefix: str, suffix: str) -> tuple[list[int], list[int]]:
         """Tokens of prefix (with BOS) and suffix, tokenized apart so the prefix is a stable key.
@@ -381,14 +470,10 @@ class Engine:
             rest = data[covered:]
             pre = held + (self.llm.tokenize(rest, add_bos=False, special=True) if rest else [])
         else:
-            pre = self.llm.tokenize(data, add_bos=self._add_bos(), special=True)
+            pre = _PREFIX_TOKENS.pop(_text_key(prefix), None) or \
+                self.llm.tokenize(data, add_bos=add_bos(self.llm), special=True)
         suf = self.llm.tokenize(suffix.encode("utf-8", errors="replace"), add_bos=False, special=True)
         return pre, suf
-
-    def _add_bos(self) -> bool:
-        if hasattr(self.llm._model, "add_bos_token"):
-            return bool(self.llm.token_bos() >= 0 and self.llm._model.add_bos_token())
-        return True
 
     def _held_prefix(self, data: bytes) -> tuple[list[int], int]:
         """The leading tokens the context holds whose text is a prefix of `data`, and how many
@@ -400,7 +485,7 @@ class Engine:
             return [], 0
         held = self.llm.input_ids[:n]
         self._learn_pieces(held)
-        skip_bos = self._add_bos() and int(held[0]) == self.llm.token_bos()
+        skip_bos = add_bos(self.llm) and int(held[0]) == self.llm.token_bos()
         pieces = [b"" if (i == 0 and skip_bos) else self._pieces[t]
                   for i, t in enumerate(held.tolist())]
         ends = np.cumsum([len(x) for x in pieces])

@@ -102,7 +102,7 @@ def ask(
     t0 = time.perf_counter()
     index, docs, failed = _read(list(paths or []), index_name, s, stdin_data)
     timings["read_s"] += time.perf_counter() - t0
-    eng = engine or _load_while_counting(s, docs, timings)
+    eng = engine or _load_while_counting(s, docs, timings, ahead=mode != "rag" and not history)
     t0 = time.perf_counter()
     ctx, route = _plan(question, docs, index, mode, eng, s, list(history or []), timings)
     timings["read_s"] += time.perf_counter() - t0
@@ -124,10 +124,11 @@ def _load(s: Settings):
     return Engine.from_settings(s)
 
 
-def _load_while_counting(s: Settings, docs: list[Document], timings: dict):
+def _load_while_counting(s: Settings, docs: list[Document], timings: dict, ahead: bool = True):
     """The engine, loaded in a thread while this one counts the documents' tokens with the
     model's tokenizer (llama.cpp releases the GIL in both): the count the route needs is ready
-    when the model is. load_s is the whole wait (the counting hidden inside it)."""
+    when the model is, and with ahead, so are the tokens of the prompt that stuffs them (when
+    they could fit the context). load_s is the whole wait (the work hidden inside it)."""
     import threading
 
     from lcdoc.engine.llm import Tokenizer, resolve_model
@@ -148,8 +149,9 @@ def _load_while_counting(s: Settings, docs: list[Document], timings: dict):
 
     loader = threading.Thread(target=load, name="lcdoc-load", daemon=True)
     loader.start()
-    for d in docs:
-        tok.count(stuff_context([d]))
+    counted = sum(tok.count(stuff_context([d])) for d in docs)
+    if ahead and counted <= (s.ctx or tok.n_ctx_train):
+        tok.tokenize_prefix_ahead(SYSTEM, stuff_context(docs))
     loader.join()
     if "error" in result:
         raise result["error"]
