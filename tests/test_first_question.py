@@ -77,3 +77,20 @@ def test_the_prompt_tokenized_while_the_model_loads_is_the_one_the_engine_would_
     assert taken == direct and not L._PREFIX_TOKENS  # taken once, then gone
     other, _ = eng.prompt_tokens(pre.replace("page one", "page two"), suf)  # not the memo's text
     assert other != direct
+
+
+@pytest.mark.slow
+def test_a_stuffed_question_takes_the_prompt_tokenized_during_the_load(tmp_path):
+    from lcdoc.engine import llm as L
+    from lcdoc.qa.ask import ask
+    from lcdoc.settings import load_settings
+
+    doc = tmp_path / "gate.txt"
+    doc.write_text("Site notes. " * 300 + FACT)
+    L._PREFIX_TOKENS.clear()
+    a = ask("What is the access code for the north gate?", [str(doc)], mode="auto",
+            settings=load_settings(index_dir=tmp_path / "idx", answer_tokens=16))
+    assert a.route == "stuff" and a.tokens["prompt"] > 900
+    assert not L._PREFIX_TOKENS  # the prefix made during the load was the one used
+    if a.engine is not None:
+        a.engine.close()
