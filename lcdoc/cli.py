@@ -634,4 +634,6 @@ def _exit(code) -> None:
             stream.flush()
         except (OSError, ValueError):
             pass
+    if code is not None and not isinstance(code, int):  # SystemExit("message"): say it, exit 1
+        print(code, file=sys.stderr, flush=True)
     os._exit(code if isinstance(code, int) else (0 if code is None else 1))

@@ -120,7 +120,7 @@ def main() -> None:
           f"mean KLD {d['mean_kld']:.2e}")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({k: v for k, v in d.items()}, f, indent=1)
+            json.dump(d, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -82,9 +82,7 @@ def _vocab(path: str):
 COUNT_MEMO_CHARS = 20_000
 _COUNTS: dict[tuple[int, int], int] = {}  # (length, hash) of a long text -> its token count
 _MODELS_LOADED = 0  # engines loaded in this process (fast_exit_wanted)
-
-
-_ENGINES: "weakref.WeakSet[Any]" = weakref.WeakSet()
+_ENGINES: "weakref.WeakSet[Any]" = weakref.WeakSet()  # those still alive (finish_writes)
 
 
 def finish_writes() -> None:

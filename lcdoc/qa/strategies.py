@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from lcdoc.qa.answer import Source, cite, mark_cited
@@ -118,7 +118,7 @@ def _first_pass_speed(ctx: "AskContext"):
     decode = book.decode_tok_s or (ctx.tokens["completion"] / ctx.timings["generate_s"]
                                    if ctx.timings["generate_s"] > 0 and ctx.tokens["completion"]
                                    else None)
-    speed = Speed(book.prefill_tok_s, decode, book.samples, book.attention)
+    speed = replace(book, decode_tok_s=decode)
     if ctx.last_prefill_s > 0 and ctx.last_prefill_tokens >= MIN_PREFILL_TOKENS:
         speed = speed.measured(ctx.last_prefill_tokens, ctx.last_prefill_s, ctx.last_prefill_start)
     return speed
