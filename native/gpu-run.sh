@@ -20,6 +20,15 @@ smol_gguf() {  # the packaged SmolLM2 GGUF, carried in two parts (.gg-a, .gg-b)
   ls $W/parts/smol.part-00 $W/parts/smol.part-01 >/dev/null 2>&1 || { echo "SmolLM2 parts missing"; return 1; }
   cat $W/parts/smol.part-00 $W/parts/smol.part-01 > $W/smol.gguf && ls -la $W/smol.gguf
 }
+variant_env() {  # the settings a run's name asks for: prev = the previous session's defaults
+  case $1 in
+    mmq*) echo LCDOC_PROMPT_KERNELS=mmq ;;
+    mmap*) echo LCDOC_LOAD=mmap ;;
+    ub512*) echo LCDOC_UBATCH=512 ;;
+    prev*) echo LCDOC_LOAD=mmap LCDOC_UBATCH=512 ;;
+    *) echo LCDOC_PROMPT_KERNELS=auto ;;
+  esac
+}
 pip_lcdoc() {  # the console script, as installed, before the model wheels have all arrived
   python3 -m pip install -q --no-index --find-links $W/wheels diskcache faiss-cpu pypdf &&
   python3 -m pip install -q --no-deps --no-build-isolation -e .
@@ -46,14 +55,13 @@ print(w(Path('$W/doc87k.txt'), ${DOC_TOKENS:-87000}, '$B8', 'The access code for
     Q="What is the access code for the north gate?"
     # old: the package before issue 25 (f29e6a0); mmq / auto: the installed console script with
     # LCDOC_PROMPT_KERNELS=mmq, and with the planner's own choice (cuBLAS prompts on Hopper)
-    for run in ${RUNS:-old-cold mmq-cold auto-cold mmq-cold2 auto-cold2}; do
+    for run in ${RUNS:-auto-cold prev-cold mmap-cold ub512-cold mmq-cold auto-cold2 prev-cold2}; do
       # the old package from its own folder: setuptools' editable finder would win over PYTHONPATH
       case $run in old-*) RUN=(python3 -c "import sys, runpy; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]; sys.path.insert(0, '$W/old'); sys.argv[0] = 'lcdoc'; runpy.run_module('lcdoc', run_name='__main__', alter_sys=True)"); IDX=$W/idx-old ;;
                           *) RUN=(lcdoc); IDX=$W/idx-new ;; esac
-      KERN=auto; case $run in mmq-*) KERN=mmq ;; esac
       case $run in *-cold*) rm -rf $IDX ;; esac
       t0=$(date +%s.%N)
-      LCDOC_PROMPT_KERNELS=$KERN LCDOC_INDEX_DIR=$IDX XDG_CACHE_HOME=$W/xdg "${RUN[@]}" ask "$Q" $W/doc87k.txt --model $B8 --ctx 131072 \
+      env $(variant_env $run) LCDOC_INDEX_DIR=$IDX XDG_CACHE_HOME=$W/xdg "${RUN[@]}" ask "$Q" $W/doc87k.txt --model $B8 --ctx 131072 \
         --mode stuff --max-tokens 16 --json --no-server > $OUT/cold-$run.json 2> $OUT/cold-$run.err
       rc=$?; t1=$(date +%s.%N); wall=$(python3 -c "import time; print(round($t1 - $t0, 2))")
       [ -n "${LCDOC_DEBUG:-}" ] && { echo "started $t0 ended $t1"; grep "debug:" $OUT/cold-$run.err; }
@@ -62,6 +70,7 @@ print(w(Path('$W/doc87k.txt'), ${DOC_TOKENS:-87000}, '$B8', 'The access code for
 import json, sys
 d = json.load(open(sys.argv[1])); t = d["timings"]; k = d["tokens"]
 print(json.dumps({"run": sys.argv[3], "exit": int(sys.argv[4]), "wall_s": float(sys.argv[2]),
+                  "ubatch": d.get("plan", {}).get("n_ubatch"), "mmap": d.get("plan", {}).get("use_mmap"),
                   "sum_s": round(sum(t.values()), 2), "timings": t, "prompt": k["prompt"],
                   "load+prefill+generate+1": round(t.get("load_s", 0) + t["prefill_s"] + t["generate_s"] + 1, 2),
                   "restored": k.get("restored"), "answer": d["answer"][:40]}))
@@ -114,9 +123,9 @@ PY
   step-cost)
     python3 native/step-cost.py $B8 2>&1 | grep -v -E "^(llama|load|print_info|graph|\.)" | tee $OUT/step-cost.txt ;;
   bench-sum)  # summarize one at a time against side by side, for each prompt-kernel choice
-    for k in ${SUM_KERNELS:-mmq auto}; do
-      echo "-- prompt kernels $k"
-      LCDOC_PROMPT_KERNELS=$k python3 -m lcdoc.eval.clibench summarize --model $B8 --docs ${SUM_DOCS:-48} \
+    for k in ${SUM_VARIANTS:-auto prev}; do
+      echo "-- $k: $(variant_env $k)"
+      env $(variant_env $k) python3 -m lcdoc.eval.clibench summarize --model $B8 --docs ${SUM_DOCS:-48} \
         --parallel ${SUM_PARALLEL:-1,8,16} --ctx 4096 --json $OUT/sum-$k.json 2>&1
     done | tee $OUT/sum.txt ;;
   kernels-ref)  # which kernels are closer to the model's own weights: SmolLM2's Q4_1 weights

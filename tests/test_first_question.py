@@ -94,3 +94,22 @@ def test_a_stuffed_question_takes_the_prompt_tokenized_during_the_load(tmp_path)
     assert not L._PREFIX_TOKENS  # the prefix made during the load was the one used
     if a.engine is not None:
         a.engine.close()
+
+
+@pytest.mark.slow
+def test_weights_read_instead_of_mapped_give_the_same_answer(monkeypatch):
+    """The read path (use_mmap off: what the planner picks with every layer on a GPU) loads a
+    model that answers token for token as the mapped one does."""
+    from lcdoc.engine.llm import Engine
+
+    answers = {}
+    for how in ("mmap", "read"):
+        monkeypatch.setenv("LCDOC_LOAD", how)
+        eng = Engine(n_ctx=2048, gpu_layers=0)
+        assert eng.plan.use_mmap is (how == "mmap")
+        assert eng.llm.model_params.load_mode == (1 if how == "mmap" else 0)  # llama_load_mode
+        pre, suf, stops = eng.chat_parts("Answer from the notes.", "Notes: " + FACT * 5,
+                                         "What is the access code for the north gate?")
+        c = eng.complete(pre, suf, max_tokens=12, stop=stops, cache_prefix=False)
+        answers[how] = c.text
+    assert answers["mmap"] == answers["read"] and answers["read"].strip()

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from lcdoc.engine.arch import read_arch
-from lcdoc.engine.plan import (Device, Placement, cache_reasons, check_request, choose_cache,
+from lcdoc.engine.plan import (Device, Placement, cache_reasons, check_request, choose_batch,
+                               choose_cache, choose_load,
                                choose_context, choose_device, choose_gpu_layers,
                                choose_partial_offload, choose_prompt_kernels, choose_rope,
                                choose_swa, make_plan, split_reasons)
@@ -159,3 +160,38 @@ def test_a_kernel_threshold_set_by_the_user_is_what_the_plan_reports(monkeypatch
     assert plan.cublas_min_batch == 128 and "prompts on cuBLAS from 128 rows" in plan.summary()
     assert plan.as_dict()["cublas_min_batch"] == 128
     assert make_plan(smol, hopper, 4096, prompt_kernels="mmq").cublas_min_batch == 0
+
+
+def test_cublas_prompts_get_large_micro_batches_where_the_cache_still_fits(monkeypatch, smol):
+    monkeypatch.delenv("LCDOC_UBATCH", raising=False)
+    monkeypatch.delenv("GGML_CUDA_CUBLAS_MIN_BATCH", raising=False)
+    hopper, dev = _gpus(9.0)
+    d = choose_batch(True, 128)
+    assert d.value == (2048, 2048) and "2048 tokens" in d.reasons[0]
+    assert choose_batch(True, 0).value == (2048, 512)  # MMQ gains nothing past 512 rows
+    assert choose_batch(False, 0).value == (512, 512)
+    tight = choose_batch(True, 128, roomy=lambda ub: ub <= 512)
+    assert tight.value == (2048, 512) and "no room for an f16 cache" in tight.reasons[0]
+    assert make_plan(smol, hopper, 4096).n_ubatch == 2048
+    assert make_plan(smol, hopper, 4096, prompt_kernels="mmq").n_ubatch == 512
+    # a GPU with room for the weights and an f16 cache beside the smaller buffer only
+    small = GPU(0, "small GPU", int(1.2 * GiB), 2 * GiB, compute_cap=9.0)
+    plan = make_plan(smol, Memory(64 * GiB, (small,), gpu_offload=True, kernel_switch=True), 8192)
+    assert plan.n_ubatch == 512 and plan.type_k == "f16"
+    monkeypatch.setenv("LCDOC_UBATCH", "256")
+    assert make_plan(smol, hopper, 4096).n_ubatch == 256
+
+
+def test_weights_are_read_not_mapped_only_when_every_layer_is_on_the_gpu(monkeypatch, smol):
+    monkeypatch.delenv("LCDOC_LOAD", raising=False)
+    hopper, dev = _gpus(9.0)
+    whole = make_plan(smol, hopper, 4096)
+    assert whole.use_mmap is False and whole.llama_kwargs(smol)["use_mmap"] is False
+    assert any("pinned buffers" in r for r in whole.reasons)
+    assert make_plan(smol, hopper, 4096, gpu_layers=10).use_mmap is True  # CPU layers: mapped
+    assert make_plan(smol, Memory(8 * GiB), 4096).use_mmap is True
+    assert choose_load(smol, dev, smol.n_layer).value is True  # one layer short of all
+    monkeypatch.setenv("LCDOC_LOAD", "mmap")
+    assert make_plan(smol, hopper, 4096).use_mmap is True
+    monkeypatch.setenv("LCDOC_LOAD", "read")
+    assert make_plan(smol, Memory(8 * GiB), 4096).use_mmap is False

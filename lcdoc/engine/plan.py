@@ -55,6 +55,7 @@ class Plan:
     # Matrix products of this many rows or more (prompt batches) go to cuBLAS, fewer stay on
     # MMQ/MMVQ (decoding); 0: MMQ throughout (GGML_CUDA_CUBLAS_MIN_BATCH, native/patches).
     cublas_min_batch: int = 0
+    use_mmap: bool = True  # False: llama.cpp reads the file through pinned buffers (all on GPU)
 
     def as_dict(self) -> dict[str, Any]:
         """Every field, in JSON's types (`lcdoc plan --json`'s "plan")."""
@@ -82,7 +83,7 @@ class Plan:
 
         kw: dict[str, Any] = dict(
             n_ctx=self.n_ctx * self.n_seq, n_batch=self.n_batch, n_ubatch=self.n_ubatch,
-            n_gpu_layers=self.n_gpu_layers, flash_attn=self.flash_attn,
+            n_gpu_layers=self.n_gpu_layers, flash_attn=self.flash_attn, use_mmap=self.use_mmap,
             type_k=getattr(llama_cpp, f"GGML_TYPE_{self.type_k.upper()}"),
             type_v=getattr(llama_cpp, f"GGML_TYPE_{self.type_v.upper()}"),
         )  # n_seq: Llama() takes no n_seq_max; Engine sets it in the context defaults, and
@@ -225,13 +226,48 @@ def choose_device(memory: Memory, gpu_layers: int | None) -> Decision:
         f"{fmt_bytes(budget)}",))
 
 
-def choose_batch(on_gpu: bool) -> tuple[int, int]:
-    """(n_batch, n_ubatch): larger batches feed a GPU; LCDOC_UBATCH sets n_ubatch, for measuring."""
+# Prompt rows per kernel launch when prompts run on cuBLAS: its GEMMs keep gaining past 512 rows
+# (llama-bench, 8B shape on an H200: 32K prefill 12,423 tok/s at 512, 13,950 at 2048), MMQ's do
+# not (8,737 and 9,284), so MMQ keeps 512 and its smaller compute buffer.
+CUBLAS_UBATCH = 2048
+
+
+def choose_batch(on_gpu: bool, cublas_min_batch: int = 0,
+                 roomy: Callable[[int], bool] = lambda n_ubatch: True) -> Decision:
+    """(n_batch, n_ubatch): larger batches feed a GPU, and 2048-row micro-batches feed cuBLAS
+    where their larger compute buffer still leaves an f16 cache room (roomy(n_ubatch));
+    LCDOC_UBATCH sets n_ubatch, for measuring."""
     n_batch, n_ubatch = (2048, 512) if on_gpu else (512, 512)
+    why: tuple[str, ...] = ()
+    if on_gpu and cublas_min_batch and roomy(CUBLAS_UBATCH):
+        n_ubatch = CUBLAS_UBATCH
+        why = (f"prompt micro-batches of {n_ubatch} tokens: cuBLAS's GEMMs are faster on larger "
+               "ones (MMQ's are not)",)
+    elif on_gpu and cublas_min_batch:
+        why = (f"prompt micro-batches of {n_ubatch} tokens: {CUBLAS_UBATCH} would feed cuBLAS "
+               "better, but its compute buffer would leave no room for an f16 cache",)
     if os.environ.get(UBATCH_ENV):  # prompt tokens per kernel launch: larger feeds cuBLAS better
         n_ubatch = max(32, int(os.environ[UBATCH_ENV]))
         n_batch = max(n_batch, n_ubatch)
-    return n_batch, n_ubatch
+        why = (f"prompt micro-batches of {n_ubatch} tokens ({UBATCH_ENV} from the environment)",)
+    return Decision((n_batch, n_ubatch), why)
+
+
+LOAD_ENV = "LCDOC_LOAD"  # "mmap" or "read": how the weights come off the file, for measuring
+
+
+def choose_load(arch: Arch, dev: Device, n_gpu_layers: int) -> Decision:
+    """Whether llama.cpp maps the file (use_mmap) or reads it. With every layer on the GPU the
+    mapping buys nothing (the weights are copied to the GPU either way), and reading lets
+    llama.cpp stream the file through pinned buffers with asynchronous uploads; with layers on
+    the CPU the mapping keeps their weights in the page cache instead of a second copy."""
+    env = os.environ.get(LOAD_ENV, "").strip().lower()
+    if env in ("mmap", "read"):
+        return Decision(env == "mmap", (f"weights loaded by {env} ({LOAD_ENV} from the environment)",))
+    if dev.on_gpu and n_gpu_layers > arch.n_layer:
+        return Decision(False, ("weights read through pinned buffers straight to the GPU (all "
+                                "layers there: a memory map would only add a copy)",))
+    return Decision(True)
 
 
 def choose_context(arch: Arch, requested: int | None, n_seq: int, room: int) -> Decision:
@@ -375,9 +411,14 @@ def make_plan(
     check_request(int(n_ctx or arch.n_ctx_train), n_seq, kv_type)
     device = choose_device(memory, gpu_layers)
     dev: Device = device.value
-    n_batch, n_ubatch = choose_batch(dev.on_gpu)
-    compute = compute_estimate(arch, n_ubatch, n_batch)
+    kernels = choose_prompt_kernels(memory, dev, prompt_kernels)
     weights = arch.file_bytes
+    f16_cells = int(n_ctx or arch.n_ctx_train) * n_seq
+    batch = choose_batch(dev.on_gpu, kernels.value, lambda ub: weights + compute_estimate(
+        arch, ub, max(2048, ub)) + arch.kv_cache_bytes(f16_cells, "f16", "f16", n_ubatch=ub, n_seq=n_seq)
+        <= dev.budget)
+    n_batch, n_ubatch = batch.value
+    compute = compute_estimate(arch, n_ubatch, n_batch)
     ctx = choose_context(arch, n_ctx, n_seq, dev.budget - weights - compute)
     n_ctx = ctx.value
     rope = choose_rope(arch, n_ctx)
@@ -402,10 +443,11 @@ def make_plan(
             f"{fmt_bytes(dev.budget)} can be planned on the {dev.name}. Try a smaller --ctx "
             f"(about {max_ctx_that_fits(arch, dev.budget - weights - compute)} fits at q4_0).")
     layers = choose_gpu_layers(arch, dev, placed, offload.value[1], gpu_layers)
-    kernels = choose_prompt_kernels(memory, dev, prompt_kernels)
+    load = choose_load(arch, dev, layers.value)
     reasons = device.reasons + ctx.reasons + rope.reasons + swa.reasons + cache.reasons \
         + offload.reasons + layers.reasons + split_reasons(memory, placed) \
-        + cache_reasons(chosen, kv_type, sized("f16")) + kernels.reasons
+        + cache_reasons(chosen, kv_type, sized("f16")) + kernels.reasons + batch.reasons \
+        + load.reasons
     return Plan(
         n_ctx=n_ctx, type_k=chosen, type_v=chosen, flash_attn=True, rope_scaling=rope.value[0],
         rope_factor=rope.value[1], n_gpu_layers=layers.value, swa_full=swa.value,
@@ -414,7 +456,8 @@ def make_plan(
         reasons=reasons, split_mode=placed.split_mode if placed else "none",
         main_gpu=placed.main_gpu if placed else dev.main_gpu,
         tensor_split=placed.tensor_split if placed else (),
-        gpu_bytes=placed.gpu_bytes if placed else (), cublas_min_batch=kernels.value)
+        gpu_bytes=placed.gpu_bytes if placed else (), cublas_min_batch=kernels.value,
+        use_mmap=load.value)
 
 
 def cache_settings(plan: Plan) -> str:

@@ -60,17 +60,19 @@ def book_path() -> Path:
 
 
 def speed_key(model_id: str, cache_settings: str, device: str, gpu_layers: int,
-              cublas_min_batch: int = 0) -> str:
-    """One model and plan: its file, cache settings, device, GPU layers and prompt kernels."""
+              cublas_min_batch: int = 0, n_ubatch: int = 512) -> str:
+    """One model and plan: its file, cache settings, device, GPU layers, prompt kernels and
+    micro-batch size."""
     return f"{model_id}|{cache_settings}|{device}|{gpu_layers}" + (
-        f"|cublas{cublas_min_batch}" if cublas_min_batch else "")
+        f"|cublas{cublas_min_batch}" if cublas_min_batch else "") + (
+        f"|ub{n_ubatch}" if n_ubatch != 512 else "")
 
 
 def plan_key(eng) -> str:
     """The book's key for an engine (lcdoc.engine.llm.Engine)."""
     p = eng.plan
     return speed_key(eng.model_id, eng.cache_settings, p.device, p.n_gpu_layers,
-                     getattr(p, "cublas_min_batch", 0))
+                     getattr(p, "cublas_min_batch", 0), getattr(p, "n_ubatch", 512))
 
 
 def _read() -> dict:
