@@ -243,10 +243,10 @@ def ask(
 
 
 def _mark(phase: str) -> None:
-    """With LCDOC_DEBUG set, the wall-clock time a phase ended, on stderr: where the seconds
-    after an answer go, against a timer outside the process."""
-    if os.environ.get("LCDOC_DEBUG"):
-        print(f"lcdoc: debug: {phase} at {time.time():.3f}", file=sys.stderr, flush=True)
+    """With LCDOC_DEBUG set, the wall-clock time a phase ended, on stderr (lcdoc.events)."""
+    from lcdoc.events import debug_mark
+
+    debug_mark(phase)
 
 
 def _answer(req, explain: bool, no_server: bool, engine=None):

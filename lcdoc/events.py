@@ -25,3 +25,15 @@ class Events:
     def fail(self, path: str, why: str) -> None:
         if self.failure:
             self.failure(path, why)
+
+
+def debug_mark(phase: str) -> None:
+    """With LCDOC_DEBUG set, the wall-clock time a phase ended, on stderr: where a command's
+    seconds go, against a timer outside the process."""
+    import os
+
+    if os.environ.get("LCDOC_DEBUG"):
+        import sys
+        import time
+
+        print(f"lcdoc: debug: {phase} at {time.time():.3f}", file=sys.stderr, flush=True)

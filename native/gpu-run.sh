@@ -126,8 +126,8 @@ PY
     for k in ${SUM_VARIANTS:-auto prev}; do
       echo "-- $k: $(variant_env $k)"
       env $(variant_env $k) python3 -m lcdoc.eval.clibench summarize --model $B8 --docs ${SUM_DOCS:-48} \
-        --parallel ${SUM_PARALLEL:-1,8,16} --ctx 4096 --json $OUT/sum-$k.json 2>&1
-    done | tee $OUT/sum.txt ;;
+        --parallel ${SUM_PARALLEL:-1,8,16} --ctx 4096 --json $OUT/sum-$k${SUM_TAG:-}.json 2>&1
+    done | tee $OUT/sum${SUM_TAG:-}.txt ;;
   kernels-ref)  # which kernels are closer to the model's own weights: SmolLM2's Q4_1 weights
     # dequantised to F32 (llama-quantize --allow-requantize; exact), whose logits are the reference
     smol_gguf || exit 1

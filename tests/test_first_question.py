@@ -32,8 +32,12 @@ def test_the_named_timings_add_up_to_the_wall_and_nothing_is_lost_by_the_fast_ex
                                  "evidence_s", "save_s"}
     assert named <= wall and wall - named < 1.0, (wall, d["timings"])
     marks = re.findall(r"lcdoc: debug: ([a-z ]+) at ([0-9.]+)", r.stderr)
-    assert [m[0] for m in marks] == ["answered", "recorded", "printed", "state handed over", "exit"]
-    answered, exited = float(marks[0][1]), float(marks[-1][1])
+    cli = ["answered", "recorded", "printed", "state handed over", "exit"]
+    assert [m[0] for m in marks if m[0] in cli] == cli
+    inner = [m[0] for m in marks[:marks.index(next(m for m in marks if m[0] == "answered"))]]
+    assert inner[:3] == ["read", "loaded", "routed"] and "generated" in inner, marks
+    at = dict(marks)
+    answered, exited = float(at["answered"]), float(at["exit"])
     assert exited - answered < 0.5  # no model freed between the answer and the exit
     log = run_lcdoc(["log", "--json"], env=env)  # the history was committed before os._exit
     assert log.returncode == 0 and "north gate" in log.stdout
@@ -113,3 +117,23 @@ def test_weights_read_instead_of_mapped_give_the_same_answer(monkeypatch):
         c = eng.complete(pre, suf, max_tokens=12, stop=stops, cache_prefix=False)
         answers[how] = c.text
     assert answers["mmap"] == answers["read"] and answers["read"].strip()
+
+
+def test_an_engine_counts_with_its_own_vocabulary_when_none_was_loaded_ahead():
+    """No vocab-only copy is loaded before the model (0.4 s for a 128K vocabulary); the counts
+    are the same as that copy's."""
+    import subprocess
+    import sys
+
+    code = (
+        "from lcdoc.engine.llm import Engine, Tokenizer, _VOCAB_LOADED\n"
+        "eng = Engine(n_ctx=1024, gpu_layers=0)\n"
+        "assert eng.tokenizer.llm is eng.llm and not _VOCAB_LOADED, _VOCAB_LOADED\n"
+        "text = 'The access code for the north gate is PELICAN-42. <|im_start|> ' * 50\n"
+        "own = eng.count(text)\n"
+        "ahead = Tokenizer(eng.path)\n"
+        "assert ahead.llm is not eng.llm and ahead.count(text) == own > 500, own\n"
+        "assert Engine(n_ctx=1024, gpu_layers=0).tokenizer.llm is ahead.llm\n"
+        "print('ok')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]

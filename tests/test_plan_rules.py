@@ -174,6 +174,9 @@ def test_cublas_prompts_get_large_micro_batches_where_the_cache_still_fits(monke
     assert tight.value == (2048, 512) and "no room for an f16 cache" in tight.reasons[0]
     assert make_plan(smol, hopper, 4096).n_ubatch == 2048
     assert make_plan(smol, hopper, 4096, prompt_kernels="mmq").n_ubatch == 512
+    long = choose_batch(True, 128, 131072)  # 80K tokens were measured slower at 2048
+    assert long.value == (2048, 512) and "measured slower" in long.reasons[0]
+    assert make_plan(smol, hopper, 65536).n_ubatch == 512
     # a GPU with room for the weights and an f16 cache beside the smaller buffer only
     small = GPU(0, "small GPU", int(1.2 * GiB), 2 * GiB, compute_cap=9.0)
     plan = make_plan(smol, Memory(64 * GiB, (small,), gpu_offload=True, kernel_switch=True), 8192)
@@ -182,16 +185,13 @@ def test_cublas_prompts_get_large_micro_batches_where_the_cache_still_fits(monke
     assert make_plan(smol, hopper, 4096).n_ubatch == 256
 
 
-def test_weights_are_read_not_mapped_only_when_every_layer_is_on_the_gpu(monkeypatch, smol):
+def test_weights_are_mapped_unless_reading_is_asked_for(monkeypatch, smol):
     monkeypatch.delenv("LCDOC_LOAD", raising=False)
     hopper, dev = _gpus(9.0)
-    whole = make_plan(smol, hopper, 4096)
-    assert whole.use_mmap is False and whole.llama_kwargs(smol)["use_mmap"] is False
-    assert any("pinned buffers" in r for r in whole.reasons)
-    assert make_plan(smol, hopper, 4096, gpu_layers=10).use_mmap is True  # CPU layers: mapped
+    whole = make_plan(smol, hopper, 4096)  # reading was measured no faster on an H200
+    assert whole.use_mmap is True and whole.llama_kwargs(smol)["use_mmap"] is True
     assert make_plan(smol, Memory(8 * GiB), 4096).use_mmap is True
-    assert choose_load(smol, dev, smol.n_layer).value is True  # one layer short of all
-    monkeypatch.setenv("LCDOC_LOAD", "mmap")
-    assert make_plan(smol, hopper, 4096).use_mmap is True
     monkeypatch.setenv("LCDOC_LOAD", "read")
-    assert make_plan(smol, Memory(8 * GiB), 4096).use_mmap is False
+    read = make_plan(smol, hopper, 4096)
+    assert read.use_mmap is False and "LCDOC_LOAD" in read.reasons[-1]
+    assert choose_load(smol, dev, smol.n_layer + 1).value is False

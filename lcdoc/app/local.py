@@ -15,7 +15,7 @@ from typing import Any
 
 from lcdoc.app.requests import (AskRequest, IndexRequest, SearchRequest, SearchResult,
                                 SummarizeRequest, SummarizeResult)
-from lcdoc.events import Events
+from lcdoc.events import Events, debug_mark
 from lcdoc.settings import Settings
 
 # Documents summarised side by side on a GPU when --parallel is not given: 4 sequences cost four
@@ -79,6 +79,7 @@ class LocalApp:
 
         s = req.settings
         summarizer, engine, parallel = self._summarizer(req, events)
+        debug_mark("summarizer ready")
         try:
             rep = summarize_paths(list(req.paths), summarizer, Path(req.out) if req.out else None,
                                   s.index_dir / ".summaries", req.style, req.max_words, req.prompt,

@@ -19,6 +19,7 @@ from lcdoc.engine.plan import KERNEL_ENV, Plan, make_plan
 from lcdoc.engine.plan import cache_settings
 from lcdoc.engine.system import probe_memory
 from lcdoc.errors import Cancelled, DoesNotFitError, ModelMissingError
+from lcdoc.events import debug_mark
 
 SENTINEL = "\u2063LCDOC_QUESTION\u2063"
 
@@ -76,11 +77,15 @@ def _vocab(path: str):
     with quiet_native_stderr():
         llm = Llama(model_path=path, vocab_only=True, verbose=False)
     _LIVE.add(llm)
+    _VOCAB_LOADED[path] = True
     return llm
 
 
+_VOCAB_LOADED: dict[str, bool] = {}  # paths whose vocab-only Llama _vocab holds
+
+
 COUNT_MEMO_CHARS = 20_000
-_COUNTS: dict[tuple[int, int], int] = {}  # (length, hash) of a long text -> its token count
+_COUNTS: dict[tuple[str, int, int], int] = {}  # (model, length, hash) of a long text -> count
 _MODELS_LOADED = 0  # engines loaded in this process (fast_exit_wanted)
 _ENGINES: "weakref.WeakSet[Any]" = weakref.WeakSet()  # those still alive (finish_writes)
 
@@ -107,6 +112,19 @@ class Tokenizer:
     def __init__(self, model_path: Path) -> None:
         self.llm = _vocab(str(model_path))
 
+    @classmethod
+    def loaded(cls, model_path: Path) -> "Tokenizer | None":
+        """The vocab-only tokenizer of this model if this process has loaded it already."""
+        key = str(model_path)
+        return cls(model_path) if _VOCAB_LOADED.get(key) else None
+
+    @classmethod
+    def of(cls, llm) -> "Tokenizer":
+        """A tokenizer over a model already loaded whole (the same vocabulary)."""
+        tok = cls.__new__(cls)
+        tok.llm = llm
+        return tok
+
     @property
     def n_ctx_train(self) -> int:
         """The trained context from the GGUF's metadata (a vocab-only load has no hparams)."""
@@ -124,7 +142,7 @@ class Tokenizer:
         model loads, then asked for again by the route)."""
         if len(text) < COUNT_MEMO_CHARS:
             return self._count(text)
-        key = (len(text), hash(text))
+        key = (str(getattr(self.llm, "model_path", "")), len(text), hash(text))
         if key not in _COUNTS:
             if len(_COUNTS) >= 256:
                 _COUNTS.clear()
@@ -407,7 +425,6 @@ class Engine:
         self.plan: Plan = plan or make_plan(self.arch, probe_memory(gpu_memory_gb), n_ctx, kv_type,
                                             gpu_layers, n_seq=n_seq, prompt_kernels=prompt_kernels)
         use_prompt_kernels(self.plan)
-        self.tokenizer = Tokenizer(self.path)
         import llama_cpp  # noqa: F401
         from llama_cpp import Llama
 
@@ -424,6 +441,9 @@ class Engine:
         except ValueError as e:  # llama.cpp could not allocate or load
             raise DoesNotFitError(f"{self.path}: llama.cpp could not create the context ({e})") from e
         _LIVE.add(self.llm)
+        # The vocab-only load the documents were counted with, else the model's own vocabulary:
+        # loading a vocab-only copy first would add 0.4 s (128K tokens) before every model load.
+        self.tokenizer = Tokenizer.loaded(self.path) or Tokenizer.of(self.llm)
         global _MODELS_LOADED
         _MODELS_LOADED += 1
         _ENGINES.add(self)
@@ -700,6 +720,7 @@ class Engine:
         # A benchmark that forces a length (ignore_eos) wants no early stop on a repeat either.
         out = _TextStream(stop, guard=not ignore_eos, on_text=on_text)
         first, n_out = None, 0
+        debug_mark("prefill starts")
         self._prefill(tokens)
         gen = self.llm.generate(tokens, top_k=1 if temperature == 0 else 40, temp=temperature,
                                 repeat_penalty=repeat_penalty, logits_processor=procs)
@@ -717,9 +738,11 @@ class Engine:
                 break
         gen.close()
         end = time.perf_counter()
+        debug_mark("generated")
         out.flush()
         text, finish = out.text, out.finish
-        if cache_prefix:  # the next turn finds these tokens' text known (an 87K prompt: ~60 ms)
+        if cache_prefix and self.keep_resident:  # a resident engine's next turn finds these
+            # tokens' text known (an 87K prompt: ~60 ms); a one-shot process has no next turn
             self._learn_pieces(self.llm.input_ids[: self.llm.n_tokens])
         first = first or end
         return Completion(text, len(tokens), n_out, cached, first - t0 - self._save_s, end - first,

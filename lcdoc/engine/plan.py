@@ -227,19 +227,25 @@ def choose_device(memory: Memory, gpu_layers: int | None) -> Decision:
 
 
 # Prompt rows per kernel launch when prompts run on cuBLAS: its GEMMs keep gaining past 512 rows
-# (llama-bench, 8B shape on an H200: 32K prefill 12,423 tok/s at 512, 13,950 at 2048), MMQ's do
-# not (8,737 and 9,284), so MMQ keeps 512 and its smaller compute buffer.
+# (llama-bench, 8B shape on an H200: 32K prefill 12,423 tok/s at 512, 13,950 at 2048; eight 2.5K
+# documents side by side 13.9 s against 15.2 s), MMQ's do not (8,737 and 9,284). Past
+# CUBLAS_UBATCH_MAX_CTX attention dominates and the larger micro-batch lost (80K tokens through
+# the console script: 11.1 s against 10.6 s), so long contexts keep 512.
 CUBLAS_UBATCH = 2048
+CUBLAS_UBATCH_MAX_CTX = 32768
 
 
-def choose_batch(on_gpu: bool, cublas_min_batch: int = 0,
+def choose_batch(on_gpu: bool, cublas_min_batch: int = 0, n_ctx: int = 0,
                  roomy: Callable[[int], bool] = lambda n_ubatch: True) -> Decision:
     """(n_batch, n_ubatch): larger batches feed a GPU, and 2048-row micro-batches feed cuBLAS
-    where their larger compute buffer still leaves an f16 cache room (roomy(n_ubatch));
-    LCDOC_UBATCH sets n_ubatch, for measuring."""
+    for contexts up to CUBLAS_UBATCH_MAX_CTX where their larger compute buffer still leaves an
+    f16 cache room (roomy(n_ubatch)); LCDOC_UBATCH sets n_ubatch, for measuring."""
     n_batch, n_ubatch = (2048, 512) if on_gpu else (512, 512)
     why: tuple[str, ...] = ()
-    if on_gpu and cublas_min_batch and roomy(CUBLAS_UBATCH):
+    if on_gpu and cublas_min_batch and n_ctx > CUBLAS_UBATCH_MAX_CTX:
+        why = (f"prompt micro-batches of {n_ubatch} tokens: past {CUBLAS_UBATCH_MAX_CTX} tokens "
+               f"of context larger ones were measured slower (attention dominates)",)
+    elif on_gpu and cublas_min_batch and roomy(CUBLAS_UBATCH):
         n_ubatch = CUBLAS_UBATCH
         why = (f"prompt micro-batches of {n_ubatch} tokens: cuBLAS's GEMMs are faster on larger "
                "ones (MMQ's are not)",)
@@ -257,16 +263,14 @@ LOAD_ENV = "LCDOC_LOAD"  # "mmap" or "read": how the weights come off the file, 
 
 
 def choose_load(arch: Arch, dev: Device, n_gpu_layers: int) -> Decision:
-    """Whether llama.cpp maps the file (use_mmap) or reads it. With every layer on the GPU the
-    mapping buys nothing (the weights are copied to the GPU either way), and reading lets
-    llama.cpp stream the file through pinned buffers with asynchronous uploads; with layers on
-    the CPU the mapping keeps their weights in the page cache instead of a second copy."""
+    """Whether llama.cpp maps the file (use_mmap) or reads it through pinned buffers. Mapped:
+    with every layer on an H200, reading was not faster (8B Q8_0 from the page cache, cold
+    `lcdoc ask`: 3.5-4.1 s read against 3.0-4.0 s mapped), and with layers on the CPU the
+    mapping keeps their weights in the page cache instead of a second copy. LCDOC_LOAD=read
+    reads, for measuring."""
     env = os.environ.get(LOAD_ENV, "").strip().lower()
     if env in ("mmap", "read"):
         return Decision(env == "mmap", (f"weights loaded by {env} ({LOAD_ENV} from the environment)",))
-    if dev.on_gpu and n_gpu_layers > arch.n_layer:
-        return Decision(False, ("weights read through pinned buffers straight to the GPU (all "
-                                "layers there: a memory map would only add a copy)",))
     return Decision(True)
 
 
@@ -414,7 +418,7 @@ def make_plan(
     kernels = choose_prompt_kernels(memory, dev, prompt_kernels)
     weights = arch.file_bytes
     f16_cells = int(n_ctx or arch.n_ctx_train) * n_seq
-    batch = choose_batch(dev.on_gpu, kernels.value, lambda ub: weights + compute_estimate(
+    batch = choose_batch(dev.on_gpu, kernels.value, int(n_ctx or arch.n_ctx_train), lambda ub: weights + compute_estimate(
         arch, ub, max(2048, ub)) + arch.kv_cache_bytes(f16_cells, "f16", "f16", n_ubatch=ub, n_seq=n_seq)
         <= dev.budget)
     n_batch, n_ubatch = batch.value

@@ -10,6 +10,7 @@ from typing import Callable
 
 from lcdoc.qa.answer import Answer, Source, cite, drop_unknown_citations, mark_cited  # noqa: F401
 from lcdoc.qa.conversation import INDEX_SHARE, Fitted, fit_history, retrieval_query
+from lcdoc.events import debug_mark
 from lcdoc.errors import DoesNotFitError, InputFileError, UsageError
 from lcdoc.qa.evidence import UNANSWERED, supported
 from lcdoc.ingest import Document, load_stdin, read_documents
@@ -102,16 +103,22 @@ def ask(
     t0 = time.perf_counter()
     index, docs, failed = _read(list(paths or []), index_name, s, stdin_data)
     timings["read_s"] += time.perf_counter() - t0
+    debug_mark("read")
     eng = engine or _load_while_counting(s, docs, timings, ahead=mode != "rag" and not history)
+    debug_mark("loaded")
     t0 = time.perf_counter()
     ctx, route = _plan(question, docs, index, mode, eng, s, list(history or []), timings)
     timings["read_s"] += time.perf_counter() - t0
     ctx.started, ctx.on_text = started, on_text
     if on_route:
         on_route(route)
+    debug_mark("routed")
     out = STRATEGIES[route.route].run(ctx, route)
+    debug_mark("strategy done")
     ans = _finish(ctx, out, route, question, failed, docs, eng, owned=engine is None)
+    debug_mark("checked")
     _remember_speed(eng, ctx)
+    debug_mark("speed recorded")
     return ans
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
@@ -141,9 +142,11 @@ class Stuff:
             raise DoesNotFitError(f"--mode stuff: the documents ({total} tokens) do not fit the "
                                   f"{ctx.budget}-token budget of a {ctx.eng.n_ctx}-token context")
         docs = ctx.everything()
-        text = ctx.generate(stuff_context(docs))
-        with ctx.clock("evidence_s"):
-            sources = attribute(text, docs, ctx.question)
+        with ThreadPoolExecutor(1, thread_name_prefix="lcdoc-units") as pool:
+            units = pool.submit(source_units, docs)  # chunked while the model reads
+            text = ctx.generate(stuff_context(docs))
+            with ctx.clock("evidence_s"):
+                sources = attribute(text, docs, ctx.question, units=units.result())
         return Outcome(text, sources, [d.text for d in docs])
 
 
@@ -274,25 +277,38 @@ def _words(text: str) -> set[str]:
     return {w for w in re.findall(r"\w+", text.lower()) if w not in STOP and len(w) > 1}
 
 
-def attribute(answer: str, docs: list[Document], question: str, top: int = 3) -> list[Source]:
-    """For stuffed documents: the pages (or sections) whose words the answer and question share most."""
-    if UNANSWERED.search(answer):  # the answer says the sources lack it: attribute nothing to them
-        return [Source(i, d.path, None, "", 0.0, cited=False) for i, d in enumerate(docs, 1)]
-    want = _words(answer) | _words(question)
-    if not want:
-        return [Source(i, d.path, None, "", 0.0) for i, d in enumerate(docs, 1)]
+Unit = tuple  # (page or None, heading, text, its words)
+
+
+def source_units(docs: list[Document]) -> list[list[Unit]]:
+    """Each document's pages (or sections) with their words: what attribute() scores. It does
+    not need the answer, so Stuff builds it in a thread while the model reads the prompt."""
     from lcdoc.ingest import chunk_document
 
-    scored = []
-    for i, d in enumerate(docs, 1):
+    out = []
+    for d in docs:
         if d.page_starts:
             units = [(p, "", d.page_text(p)) for p in range(1, d.n_pages + 1)]
         else:
             units = [(None, c.heading, c.text) for c in chunk_document(d, 256, 0)]
-        for page, heading, text in units:
-            w = _words(text)
-            ans_hits = len(_words(answer) & w)
-            score = (2 * ans_hits + len(_words(question) & w)) / (len(want) * 2 or 1)
+        out.append([(page, heading, text, _words(text)) for page, heading, text in units])
+    return out
+
+
+def attribute(answer: str, docs: list[Document], question: str, top: int = 3,
+              units: list[list[Unit]] | None = None) -> list[Source]:
+    """For stuffed documents: the pages (or sections) whose words the answer and question share
+    most (units: source_units(docs), when built ahead)."""
+    if UNANSWERED.search(answer):  # the answer says the sources lack it: attribute nothing to them
+        return [Source(i, d.path, None, "", 0.0, cited=False) for i, d in enumerate(docs, 1)]
+    a_words, q_words = _words(answer), _words(question)
+    want = a_words | q_words
+    if not want:
+        return [Source(i, d.path, None, "", 0.0) for i, d in enumerate(docs, 1)]
+    scored = []
+    for i, (d, doc_units) in enumerate(zip(docs, units or source_units(docs)), 1):
+        for page, heading, text, w in doc_units:
+            score = (2 * len(a_words & w) + len(q_words & w)) / (len(want) * 2 or 1)
             scored.append((score, i, d.path, page, heading, text))
     scored.sort(key=lambda x: -x[0])
     out, seen = [], set()

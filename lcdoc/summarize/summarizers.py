@@ -10,6 +10,7 @@ import time
 from typing import Callable, Iterable, Protocol
 
 from lcdoc.errors import LcdocError
+from lcdoc.events import debug_mark
 from lcdoc.ingest import Document
 from lcdoc.summarize.document import (STYLES, Summary, answer_tokens, document_budget, labelled,
                                       request, summarize_document)
@@ -80,6 +81,7 @@ class LocalSummarizer:
 
         if not batch:
             return
+        debug_mark(f"{len(batch)} documents side by side")
         last = time.perf_counter()
         requests = [request(self.engine, self.instruction, labelled(d, 0, len(d.text)),
                             self.instruction, answer_tokens(self.max_words)) for d, _ in batch]
