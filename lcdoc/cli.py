@@ -244,9 +244,7 @@ def ask(
 
 def _mark(phase: str) -> None:
     """With LCDOC_DEBUG set, the wall-clock time a phase ended, on stderr (lcdoc.events)."""
-    from lcdoc.events import debug_mark
-
-    debug_mark(phase)
+    lcdoc_app.debug_mark(phase)
 
 
 def _answer(req, explain: bool, no_server: bool, engine=None):

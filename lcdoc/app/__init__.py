@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from lcdoc.app.requests import (AskRequest, IndexRequest, SearchRequest,  # noqa: F401
                                 SearchResult, SummarizeRequest, SummarizeResult)
-from lcdoc.events import Events  # noqa: F401
+from lcdoc.events import Events, debug_mark  # noqa: F401
 from lcdoc.settings import Settings
 
 

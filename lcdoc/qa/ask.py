@@ -138,7 +138,7 @@ def _load_while_counting(s: Settings, docs: list[Document], timings: dict, ahead
     they could fit the context). load_s is the whole wait (the work hidden inside it)."""
     import threading
 
-    from lcdoc.engine.llm import Tokenizer, resolve_model
+    from lcdoc.engine.llm import Tokenizer, resolve_model, special_texts
 
     t0 = time.perf_counter()
     if not docs:
@@ -159,6 +159,7 @@ def _load_while_counting(s: Settings, docs: list[Document], timings: dict, ahead
     counted = sum(tok.count(stuff_context([d])) for d in docs)
     if ahead and counted <= (s.ctx or tok.n_ctx_train):
         tok.tokenize_prefix_ahead(SYSTEM, stuff_context(docs))
+    special_texts(tok.llm)  # what the prompt defuses, kept per model file (50-100 ms at 128K)
     loader.join()
     if "error" in result:
         raise result["error"]
