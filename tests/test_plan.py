@@ -86,6 +86,22 @@ def test_missing_or_non_gguf_model_is_a_clear_error(tmp_path):
     assert r.returncode == 1 and "model not found" in r.stderr
 
 
+def test_a_gguf_cut_anywhere_in_its_header_is_named_corrupt_not_a_crash(tmp_path):
+    """The header is parsed from a memory map: a file that ends inside it, in a key, a value or
+    the vocabulary's strings, is a ModelMissingError, and a whole one reads as before."""
+    from lcdoc.engine.gguf import read_metadata
+    from lcdoc.models import find_packaged_gguf
+
+    whole = find_packaged_gguf().read_bytes()[: 4 << 20]  # the header lies well inside 4 MiB
+    meta = read_metadata(find_packaged_gguf())
+    assert meta["general.architecture"] == "llama" and meta["tokenizer.ggml.tokens"] == "<array of 49152>"
+    for cut in (4, 7, 23, 100, 2000, 300_000, 1_000_000):
+        part = tmp_path / f"cut-{cut}.gguf"
+        part.write_bytes(whole[:cut])
+        with pytest.raises(ModelMissingError, match="truncated or corrupt"):
+            read_metadata(part)
+
+
 # --- several GPUs: the planner is a pure function of the model's metadata and the memory -------
 def llama70b():
     """The Llama-3-70B shape (80 layers, 8 KV heads, 128K) at Q4_K_M, as its GGUF would say."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from lcdoc.errors import ModelMissingError
 
@@ -15,39 +15,65 @@ STRING, ARRAY = 8, 9
 MAX_KEPT_ARRAY = 4096
 
 
-def _read(f: BinaryIO, fmt: str) -> Any:
-    size = struct.calcsize(fmt)
-    data = f.read(size)
-    if len(data) != size:
-        raise EOFError
-    return struct.unpack(fmt, data)[0]
+class _Cursor:
+    """Reads GGUF values from a mapped file at an offset; only the header's pages are touched."""
 
+    def __init__(self, buf) -> None:
+        self.buf, self.off = buf, 0
 
-def _string(f: BinaryIO) -> str:
-    n = _read(f, "<Q")
-    return f.read(n).decode("utf-8", errors="replace")
+    def read(self, fmt: str) -> Any:
+        try:
+            (v,) = struct.unpack_from(fmt, self.buf, self.off)
+        except struct.error as e:
+            raise EOFError from e
+        self.off += struct.calcsize(fmt)
+        return v
 
+    def string(self) -> str:
+        n = self.read("<Q")
+        end = self.off + n
+        if end > len(self.buf):
+            raise EOFError
+        text = bytes(self.buf[self.off:end]).decode("utf-8", errors="replace")
+        self.off = end
+        return text
 
-def _value(f: BinaryIO, vtype: int) -> Any:
-    if vtype in _SCALARS:
-        return _read(f, _SCALARS[vtype])
-    if vtype == STRING:
-        return _string(f)
-    if vtype == ARRAY:
-        etype, n = _read(f, "<I"), _read(f, "<Q")
-        if n > MAX_KEPT_ARRAY:
-            if etype in _SCALARS:
-                f.seek(n * struct.calcsize(_SCALARS[etype]), 1)
-            else:
-                for _ in range(n):
-                    _value(f, etype)
-            return f"<array of {n}>"
-        return [_value(f, etype) for _ in range(n)]
-    raise ValueError(f"unknown GGUF value type {vtype}")
+    def skip_strings(self, n: int) -> None:
+        """Past n strings without decoding them (a vocabulary, its merges: 400K of them)."""
+        buf, off, unpack = self.buf, self.off, struct.Struct("<Q").unpack_from
+        size = len(buf)
+        for _ in range(n):
+            if off + 8 > size:
+                raise EOFError
+            off += 8 + unpack(buf, off)[0]
+        if off > size:
+            raise EOFError
+        self.off = off
+
+    def value(self, vtype: int) -> Any:
+        if vtype in _SCALARS:
+            return self.read(_SCALARS[vtype])
+        if vtype == STRING:
+            return self.string()
+        if vtype == ARRAY:
+            etype, n = self.read("<I"), self.read("<Q")
+            if n > MAX_KEPT_ARRAY:
+                if etype in _SCALARS:
+                    self.off += n * struct.calcsize(_SCALARS[etype])
+                elif etype == STRING:
+                    self.skip_strings(n)
+                else:
+                    for _ in range(n):
+                        self.value(etype)
+                return f"<array of {n}>"
+            return [self.value(etype) for _ in range(n)]
+        raise ValueError(f"unknown GGUF value type {vtype}")
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """All metadata keys of a GGUF (large arrays summarised), plus `gguf.n_tensors`."""
+    import mmap
+
     p = Path(path)
     if not p.is_file():
         raise ModelMissingError(f"{p}: no such model file")
@@ -55,14 +81,20 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         with open(p, "rb") as f:
             if f.read(4) != b"GGUF":
                 raise ModelMissingError(f"{p}: not a GGUF model file (bad magic)")
-            version = _read(f, "<I")
-            if version < 2:
-                raise ModelMissingError(f"{p}: GGUF version {version} is too old")
-            n_tensors, n_kv = _read(f, "<Q"), _read(f, "<Q")
-            meta: dict[str, Any] = {"gguf.version": version, "gguf.n_tensors": n_tensors}
-            for _ in range(n_kv):
-                key = _string(f)
-                meta[key] = _value(f, _read(f, "<I"))
-            return meta
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                c = _Cursor(memoryview(mm))
+                try:
+                    c.off = 4
+                    version = c.read("<I")
+                    if version < 2:
+                        raise ModelMissingError(f"{p}: GGUF version {version} is too old")
+                    n_tensors, n_kv = c.read("<Q"), c.read("<Q")
+                    meta: dict[str, Any] = {"gguf.version": version, "gguf.n_tensors": n_tensors}
+                    for _ in range(n_kv):
+                        key = c.string()
+                        meta[key] = c.value(c.read("<I"))
+                    return meta
+                finally:
+                    c.buf.release()
     except (EOFError, ValueError, struct.error) as e:
         raise ModelMissingError(f"{p}: truncated or corrupt GGUF header ({e})") from e
