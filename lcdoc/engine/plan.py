@@ -417,10 +417,13 @@ def make_plan(
     dev: Device = device.value
     kernels = choose_prompt_kernels(memory, dev, prompt_kernels)
     weights = arch.file_bytes
-    f16_cells = int(n_ctx or arch.n_ctx_train) * n_seq
-    batch = choose_batch(dev.on_gpu, kernels.value, int(n_ctx or arch.n_ctx_train), lambda ub: weights + compute_estimate(
-        arch, ub, max(2048, ub)) + arch.kv_cache_bytes(f16_cells, "f16", "f16", n_ubatch=ub, n_seq=n_seq)
-        <= dev.budget)
+    asked = int(n_ctx or arch.n_ctx_train)
+
+    def f16_fits(ub: int) -> bool:  # weights, an f16 cache and this micro-batch's buffers
+        kv16 = arch.kv_cache_bytes(asked * n_seq, "f16", "f16", n_ubatch=ub, n_seq=n_seq)
+        return weights + compute_estimate(arch, ub, max(2048, ub)) + kv16 <= dev.budget
+
+    batch = choose_batch(dev.on_gpu, kernels.value, asked, f16_fits)
     n_batch, n_ubatch = batch.value
     compute = compute_estimate(arch, n_ubatch, n_batch)
     ctx = choose_context(arch, n_ctx, n_seq, dev.budget - weights - compute)
