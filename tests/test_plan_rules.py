@@ -194,4 +194,4 @@ def test_weights_are_mapped_unless_reading_is_asked_for(monkeypatch, smol):
     monkeypatch.setenv("LCDOC_LOAD", "read")
     read = make_plan(smol, hopper, 4096)
     assert read.use_mmap is False and "LCDOC_LOAD" in read.reasons[-1]
-    assert choose_load(smol, dev, smol.n_layer + 1).value is False
+    assert choose_load().value is False

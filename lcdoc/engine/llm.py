@@ -77,11 +77,11 @@ def _vocab(path: str):
     with quiet_native_stderr():
         llm = Llama(model_path=path, vocab_only=True, verbose=False)
     _LIVE.add(llm)
-    _VOCAB_LOADED[path] = True
+    _VOCAB_LOADED.add(path)
     return llm
 
 
-_VOCAB_LOADED: dict[str, bool] = {}  # paths whose vocab-only Llama _vocab holds
+_VOCAB_LOADED: set[str] = set()  # paths whose vocab-only Llama _vocab holds
 
 
 COUNT_MEMO_CHARS = 20_000
@@ -115,8 +115,7 @@ class Tokenizer:
     @classmethod
     def loaded(cls, model_path: Path) -> "Tokenizer | None":
         """The vocab-only tokenizer of this model if this process has loaded it already."""
-        key = str(model_path)
-        return cls(model_path) if _VOCAB_LOADED.get(key) else None
+        return cls(model_path) if str(model_path) in _VOCAB_LOADED else None
 
     @classmethod
     def of(cls, llm) -> "Tokenizer":

@@ -55,7 +55,7 @@ class Plan:
     # Matrix products of this many rows or more (prompt batches) go to cuBLAS, fewer stay on
     # MMQ/MMVQ (decoding); 0: MMQ throughout (GGML_CUDA_CUBLAS_MIN_BATCH, native/patches).
     cublas_min_batch: int = 0
-    use_mmap: bool = True  # False: llama.cpp reads the file through pinned buffers (all on GPU)
+    use_mmap: bool = True  # False: llama.cpp reads the file instead (LCDOC_LOAD=read, measuring)
 
     def as_dict(self) -> dict[str, Any]:
         """Every field, in JSON's types (`lcdoc plan --json`'s "plan")."""
@@ -262,7 +262,7 @@ def choose_batch(on_gpu: bool, cublas_min_batch: int = 0, n_ctx: int = 0,
 LOAD_ENV = "LCDOC_LOAD"  # "mmap" or "read": how the weights come off the file, for measuring
 
 
-def choose_load(arch: Arch, dev: Device, n_gpu_layers: int) -> Decision:
+def choose_load() -> Decision:
     """Whether llama.cpp maps the file (use_mmap) or reads it through pinned buffers. Mapped:
     with every layer on an H200, reading was not faster (8B Q8_0 from the page cache, cold
     `lcdoc ask`: 3.5-4.1 s read against 3.0-4.0 s mapped), and with layers on the CPU the
@@ -450,7 +450,7 @@ def make_plan(
             f"{fmt_bytes(dev.budget)} can be planned on the {dev.name}. Try a smaller --ctx "
             f"(about {max_ctx_that_fits(arch, dev.budget - weights - compute)} fits at q4_0).")
     layers = choose_gpu_layers(arch, dev, placed, offload.value[1], gpu_layers)
-    load = choose_load(arch, dev, layers.value)
+    load = choose_load()
     reasons = device.reasons + ctx.reasons + rope.reasons + swa.reasons + cache.reasons \
         + offload.reasons + layers.reasons + split_reasons(memory, placed) \
         + cache_reasons(chosen, kv_type, sized("f16")) + kernels.reasons + batch.reasons \
