@@ -100,6 +100,15 @@ def test_a_gguf_cut_anywhere_in_its_header_is_named_corrupt_not_a_crash(tmp_path
         part.write_bytes(whole[:cut])
         with pytest.raises(ModelMissingError, match="truncated or corrupt"):
             read_metadata(part)
+    # a hostile header: one key whose value is an array of arrays of arrays ... 100,000 deep
+    import struct
+
+    deep = tmp_path / "deep.gguf"
+    key = b"x"
+    deep.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", len(key)) + key
+                     + struct.pack("<I", 9) + struct.pack("<IQ", 9, 1) * 100_000)
+    with pytest.raises(ModelMissingError, match="truncated or corrupt"):
+        read_metadata(deep)
 
 
 # --- several GPUs: the planner is a pure function of the model's metadata and the memory -------

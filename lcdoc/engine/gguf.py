@@ -96,5 +96,5 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
                     return meta
                 finally:
                     c.buf.release()
-    except (EOFError, ValueError, struct.error) as e:
-        raise ModelMissingError(f"{p}: truncated or corrupt GGUF header ({e})") from e
+    except (EOFError, ValueError, struct.error, RecursionError) as e:  # arrays nested past reason
+        raise ModelMissingError(f"{p}: truncated or corrupt GGUF header ({type(e).__name__} {e})") from e
