@@ -91,3 +91,27 @@ def test_side_by_side_batches_go_in_sequence_id_order_after_refills(tmp_path):
     assert len(answers) == 6 and all(isinstance(a, str) for a in answers)
     assert any(out_of_start_order), "the refills never reordered the streams"
     assert all(ids == sorted(ids) for ids in batches), [b for b in batches if b != sorted(b)][:3]
+
+
+def test_side_by_side_answers_match_with_sampling_in_the_graph_or_in_numpy(tmp_path):
+    # llama.cpp's in-graph sampler chain (penalty, then greedy) must choose what lcdoc's numpy
+    # penalty and argmax choose, token for token, with refills and stop strings in play.
+    from lcdoc.engine.parallel import ParallelDecoder, Request
+
+    eng = Engine(n_ctx=1024, cache_dir=tmp_path, n_seq=3)
+    asks = ["Write a short poem about the sea and ships.", "List three uses of copper.",
+            "Explain why the sky is blue in two sentences.", "What is a prime number?",
+            "Describe a bakery on Quay Street that bakes rye bread."]
+    reqs = []
+    for i, q in enumerate(asks):
+        pre, suf, stops = eng.chat_parts("You are helpful.", "", q)
+        a, b = eng.prompt_tokens(pre, suf)
+        reqs.append(Request(a + b, 24 + 9 * i, tuple(stops) + ("sea",)))
+    answers = {}
+    for mode in ("host", "graph"):
+        dec = ParallelDecoder(eng, sampling=mode)
+        answers[mode] = dec.run(reqs)
+        dec.close()
+    assert all(answers["host"]) and answers["graph"] == answers["host"]
+    # the engine's own single-sequence answers still work after the samplers are taken off
+    assert eng.complete_tokens(reqs[1].prompt, [], max_tokens=8, cache_prefix=False).text

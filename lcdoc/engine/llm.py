@@ -431,7 +431,9 @@ class Engine:
         # plan counted n_seq x n_ctx), so a sequence's attention reads its own cells only. One
         # unified cache for all was measured slower by llama.cpp's own batched bench on the H100
         # (docs/benchmarks.md); LCDOC_KV_UNIFIED=1 selects it, for measuring.
-        extra = (dict(n_seq_max=self.plan.n_seq, kv_unified=kv_unified())
+        # One output row per sequence and step is all side-by-side decoding asks for: so
+        # llama.cpp sizes the graph of its in-graph sampling (parallel.py) for that, not n_batch.
+        extra = (dict(n_seq_max=self.plan.n_seq, kv_unified=kv_unified(), n_outputs_max_per_seq=1)
                  if self.plan.n_seq > 1 else {})
         try:
             with _context_defaults(**extra):
