@@ -26,8 +26,16 @@ variant_env() {  # the settings a run's name asks for: prev = the previous sessi
     mmap*) echo LCDOC_LOAD=mmap ;;
     ub512*) echo LCDOC_UBATCH=512 ;;
     prev*) echo LCDOC_LOAD=mmap LCDOC_UBATCH=512 ;;
+    host*) echo LCDOC_SAMPLING=host ;;
+    ub4096*) echo LCDOC_UBATCH=4096 ;;
+    old*) echo LCDOC_BENCH_EXE=$W/old-lcdoc ;;
     *) echo LCDOC_PROMPT_KERNELS=auto ;;
   esac
+}
+old_exe() {  # a console script for the package in .carry/old-lcdoc.tar.gz (runs named old-*)
+  mkdir -p $W/old && tar xzf .carry/old-lcdoc.tar.gz -C $W/old
+  printf '%s\n' '#!/usr/bin/env python3' "import sys, runpy; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]; sys.path.insert(0, '$W/old'); sys.argv[0] = 'lcdoc'; runpy.run_module('lcdoc', run_name='__main__', alter_sys=True)" > $W/old-lcdoc
+  chmod +x $W/old-lcdoc
 }
 pip_lcdoc() {  # the console script, as installed, before the model wheels have all arrived
   python3 -m pip install -q --no-index --find-links $W/wheels diskcache faiss-cpu pypdf &&
@@ -122,11 +130,14 @@ PY
     done; done 2>&1 | tee $OUT/batched.txt ;;
   step-cost)
     python3 native/step-cost.py $B8 2>&1 | grep -v -E "^(llama|load|print_info|graph|\.)" | tee $OUT/step-cost.txt ;;
-  bench-sum)  # summarize one at a time against side by side, for each prompt-kernel choice
+  bench-sum)  # summarize one at a time against side by side, for each variant (the first with
+    # SUM_PARALLEL, the others with SUM_PARALLEL_REST where set: old-* runs .carry/old-lcdoc.tar.gz)
+    old_exe; first=1
     for k in ${SUM_VARIANTS:-auto prev}; do
-      echo "-- $k: $(variant_env $k)"
+      par=${SUM_PARALLEL:-1,8,16}; [ $first = 0 ] && par=${SUM_PARALLEL_REST:-$par}; first=0
+      echo "-- $k: $(variant_env $k) --parallel $par"
       env $(variant_env $k) python3 -m lcdoc.eval.clibench summarize --model $B8 --docs ${SUM_DOCS:-48} \
-        --parallel ${SUM_PARALLEL:-1,8,16} --ctx 4096 --json $OUT/sum-$k${SUM_TAG:-}.json 2>&1
+        --parallel $par --ctx 4096 --json $OUT/sum-$k${SUM_TAG:-}.json 2>&1
     done | tee $OUT/sum${SUM_TAG:-}.txt ;;
   kernels-ref)  # which kernels are closer to the model's own weights: SmolLM2's Q4_1 weights
     # dequantised to F32 (llama-quantize --allow-requantize; exact), whose logits are the reference
