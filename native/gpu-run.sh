@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What is run on the lent GPU host, in stages, each a separate device call, back to back so that
-# the build under /root/work survives: build | build-cublas | models | kernels | kernels-ref | cold-ask | parallel-cublas | lb-cmp | batched | step-cost | bench-serve | bench-chat | bench-sum | smoke, and on a
+# the build under /root/work survives: build | build-cublas | models | sampling-check | kernels | kernels-ref | cold-ask | parallel-cublas | lb-cmp | batched | step-cost | bench-serve | bench-chat | bench-sum | smoke, and on a
 # 2-GPU host: synth70 | multi-cli | multi-bench (CAP: the gpu_memory_gb limit that forces a split).
 # Carried: .carry/ (trimmed sdist, synth_gguf.py), .whl/ (wheels the host lacks), and the packaged
 # models' wheels (SmolLM2, MiniLM) in parts .gg-a ... .gg-d, each too large for one call.
@@ -128,6 +128,24 @@ PY
       ${BB_BIN:-$W/build}/llama-batched-bench -m $B8 -ngl 99 -fa on -c 65536 -b 2048 -ub $ub $kvu \
         -npp 2500 -ntg 272 -npl ${BB_NPL:-1,8,16} 2>&1 | grep -E "^\|"
     done; done 2>&1 | tee $OUT/batched.txt ;;
+  sampling-check)  # side by side, the greedy choice in llama.cpp's graph against numpy: same tokens?
+    python3 - $B8 <<'PY' 2>&1 | grep -v -E "^(llama|load|print_info|graph|\.)"
+import sys, time, tempfile
+from pathlib import Path
+import numpy as np
+from lcdoc.engine.llm import Engine
+from lcdoc.engine.parallel import ParallelDecoder, Request
+e = Engine(sys.argv[1], n_ctx=4096, n_seq=8, cache_dir=Path(tempfile.mkdtemp()))
+rng = np.random.default_rng(0)
+reqs = [Request([int(x) for x in rng.integers(100, 30000, int(n))], 128) for n in rng.integers(1500, 3000, 16)]
+out = {}
+for mode in ("host", "graph", "host", "graph"):
+    d = ParallelDecoder(e, sampling=mode); t = time.perf_counter(); out[mode] = d.run(reqs); dt = time.perf_counter() - t; d.close()
+    print(f"{mode}: 16 requests, 8 side by side, {dt:.2f} s")
+same = sum(a == b for a, b in zip(out["host"], out["graph"]))
+print(f"identical answers: {same} of {len(reqs)}")
+PY
+    ;;
   step-cost)
     python3 native/step-cost.py $B8 2>&1 | grep -v -E "^(llama|load|print_info|graph|\.)" | tee $OUT/step-cost.txt ;;
   bench-sum)  # summarize one at a time against side by side, for each variant (the first with
