@@ -28,6 +28,8 @@ variant_env() {  # the settings a run's name asks for: prev = the previous sessi
     prev*) echo LCDOC_LOAD=mmap LCDOC_UBATCH=512 ;;
     host*) echo LCDOC_SAMPLING=host ;;
     ub4096*) echo LCDOC_UBATCH=4096 ;;
+    h4096*) echo LCDOC_UBATCH=4096 LCDOC_SAMPLING=host ;;
+    ub8192*) echo LCDOC_UBATCH=8192 ;;
     old*) echo LCDOC_BENCH_EXE=$W/old-lcdoc ;;
     *) echo LCDOC_PROMPT_KERNELS=auto ;;
   esac
@@ -129,7 +131,7 @@ PY
         -npp 2500 -ntg 272 -npl ${BB_NPL:-1,8,16} 2>&1 | grep -E "^\|"
     done; done 2>&1 | tee $OUT/batched.txt ;;
   sampling-check)  # side by side, the greedy choice in llama.cpp's graph against numpy: same tokens?
-    python3 - $B8 <<'PY' 2>&1 | grep -v -E "^(llama|load|print_info|graph|\.)"
+    python3 - $B8 <<'PY' 2>&1 | grep -v -E "^(llama|load|print_info|\.)"
 import sys, time, tempfile
 from pathlib import Path
 import numpy as np
