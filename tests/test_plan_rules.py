@@ -181,6 +181,14 @@ def test_cublas_prompts_get_large_micro_batches_where_the_cache_still_fits(monke
     small = GPU(0, "small GPU", int(1.2 * GiB), 2 * GiB, compute_cap=9.0)
     plan = make_plan(smol, Memory(64 * GiB, (small,), gpu_offload=True, kernel_switch=True), 8192)
     assert plan.n_ubatch == 512 and plan.type_k == "f16"
+    # side by side, one step carries several documents' prompts: 4096-row micro-batches
+    side = choose_batch(True, 128, 4096, n_seq=8)
+    assert side.value == (4096, 4096) and "8 sequences side by side" in side.reasons[0]
+    assert choose_batch(True, 0, 4096, n_seq=8).value == (2048, 512)  # MMQ: no gain
+    assert choose_batch(True, 128, 65536, n_seq=8).value == (2048, 512)  # long: attention
+    assert choose_batch(True, 128, 4096, roomy=lambda ub: ub <= 2048, n_seq=8).value == (2048, 2048)
+    assert make_plan(smol, hopper, 4096, n_seq=8).n_ubatch == 4096
+    assert make_plan(smol, hopper, 4096, n_seq=1).n_ubatch == 2048
     monkeypatch.setenv("LCDOC_UBATCH", "256")
     assert make_plan(smol, hopper, 4096).n_ubatch == 256
 

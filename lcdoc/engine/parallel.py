@@ -6,10 +6,11 @@ one at a time. Each sequence has a cache stream of n_ctx cells in the Engine's c
 finished sequence's stream goes to the next document at once (continuous refill), and its prompt
 rides in the same decode calls as the other sequences' tokens.
 
-A step's work on the CPU leaves the GPU idle, so it is kept off the path between two decodes:
-the greedy choice runs inside llama.cpp's graph where the build can (backend sampling: only the
-chosen token comes back, not 8 x 128K logits), and the text of the tokens (detokenizing, stop
-strings, loops) is worked out while the next step runs on the GPU.
+A step's work on the CPU leaves the GPU idle, so little of it stands between two decodes: the
+penalty and greedy choice run on all rows at once in numpy, and the text of the tokens
+(detokenizing, stop strings, loops) is worked out while the next step runs on the GPU. llama.cpp
+can also choose inside its graph (backend sampling, LCDOC_SAMPLING=graph): same tokens, measured
+no faster on an H200 (docs/benchmarks.md), so numpy stays the default.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ REPEAT_LAST_N = 64
 # Prompt tokens per side-by-side step, fixed, instead of all the batch has room for (for
 # measuring: `LCDOC_PREFILL_CHUNK=64 lcdoc summarize ... --parallel 8`).
 PREFILL_CHUNK_ENV = "LCDOC_PREFILL_CHUNK"
-# Where the greedy choice is made: "graph" (inside llama.cpp's decode, the default where the
-# build offers it) or "host" (numpy over the logits), for measuring and comparing.
+# Where the greedy choice is made: "host" (numpy over the logits, the default) or "graph" (a
+# llama.cpp sampler chain inside the decode), for measuring and comparing.
 SAMPLING_ENV = "LCDOC_SAMPLING"
 
 
@@ -49,7 +50,7 @@ class ParallelDecoder:
     The sequences live in that context's cache (the planner counted n_seq x n_ctx cells), so no
     second context is ever created; each attends to its own cells only. Each step is one
     llama_decode for every active sequence; the repetition penalty and the greedy choice run on
-    all their rows at once, in the graph or in numpy.
+    all their rows at once, in numpy (or in llama.cpp's graph).
     """
 
     def __init__(self, engine, n_seq: int | None = None, sampling: str | None = None) -> None:
@@ -68,7 +69,7 @@ class ParallelDecoder:
         self._arrays = _BatchArrays(self.batch, self.n_batch)
         self.fixed_chunk = int(os.environ.get(PREFILL_CHUNK_ENV) or 0)
         self.out_at: list[int] = []
-        self.sampling = sampling or os.environ.get(SAMPLING_ENV) or "graph"
+        self.sampling = sampling or os.environ.get(SAMPLING_ENV) or "host"
         if self.sampling not in ("graph", "host"):
             raise ValueError(f"{SAMPLING_ENV} must be 'graph' or 'host', not {self.sampling!r}")
 

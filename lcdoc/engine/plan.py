@@ -233,18 +233,28 @@ def choose_device(memory: Memory, gpu_layers: int | None) -> Decision:
 # the console script: 11.1 s against 10.6 s), so long contexts keep 512.
 CUBLAS_UBATCH = 2048
 CUBLAS_UBATCH_MAX_CTX = 32768
+# Side by side (several sequences, each of short context), one step carries the prompts of
+# several documents: 4096-row micro-batches summarised 32 documents of 2-3K tokens at
+# --parallel 8 in 13.0-14.0 s of model time against 13.8-14.8 s at 2048 (8B shape, H200, four
+# runs each, alternating; docs/benchmarks.md).
+SIDE_UBATCH = 4096
 
 
 def choose_batch(on_gpu: bool, cublas_min_batch: int = 0, n_ctx: int = 0,
-                 roomy: Callable[[int], bool] = lambda n_ubatch: True) -> Decision:
+                 roomy: Callable[[int], bool] = lambda n_ubatch: True,
+                 n_seq: int = 1) -> Decision:
     """(n_batch, n_ubatch): larger batches feed a GPU, and 2048-row micro-batches feed cuBLAS
-    for contexts up to CUBLAS_UBATCH_MAX_CTX where their larger compute buffer still leaves an
-    f16 cache room (roomy(n_ubatch)); LCDOC_UBATCH sets n_ubatch, for measuring."""
+    (4096 side by side) for contexts up to CUBLAS_UBATCH_MAX_CTX where their larger compute
+    buffer still leaves an f16 cache room (roomy(n_ubatch)); LCDOC_UBATCH sets n_ubatch."""
     n_batch, n_ubatch = (2048, 512) if on_gpu else (512, 512)
     why: tuple[str, ...] = ()
     if on_gpu and cublas_min_batch and n_ctx > CUBLAS_UBATCH_MAX_CTX:
         why = (f"prompt micro-batches of {n_ubatch} tokens: past {CUBLAS_UBATCH_MAX_CTX} tokens "
                f"of context larger ones were measured slower (attention dominates)",)
+    elif on_gpu and cublas_min_batch and n_seq > 1 and roomy(SIDE_UBATCH):
+        n_batch = n_ubatch = SIDE_UBATCH
+        why = (f"prompt micro-batches of {n_ubatch} tokens: {n_seq} sequences side by side feed "
+               "several documents' prompts to cuBLAS in one step",)
     elif on_gpu and cublas_min_batch and roomy(CUBLAS_UBATCH):
         n_ubatch = CUBLAS_UBATCH
         why = (f"prompt micro-batches of {n_ubatch} tokens: cuBLAS's GEMMs are faster on larger "
@@ -423,7 +433,7 @@ def make_plan(
         kv16 = arch.kv_cache_bytes(asked * n_seq, "f16", "f16", n_ubatch=ub, n_seq=n_seq)
         return weights + compute_estimate(arch, ub, max(2048, ub)) + kv16 <= dev.budget
 
-    batch = choose_batch(dev.on_gpu, kernels.value, asked, f16_fits)
+    batch = choose_batch(dev.on_gpu, kernels.value, asked, f16_fits, n_seq)
     n_batch, n_ubatch = batch.value
     compute = compute_estimate(arch, n_ubatch, n_batch)
     ctx = choose_context(arch, n_ctx, n_seq, dev.budget - weights - compute)
