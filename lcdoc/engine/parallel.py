@@ -69,9 +69,11 @@ class ParallelDecoder:
         self._arrays = _BatchArrays(self.batch, self.n_batch)
         self.fixed_chunk = int(os.environ.get(PREFILL_CHUNK_ENV) or 0)
         self.out_at: list[int] = []
-        self.sampling = sampling or os.environ.get(SAMPLING_ENV) or "host"
-        if self.sampling not in ("graph", "host"):
-            raise ValueError(f"{SAMPLING_ENV} must be 'graph' or 'host', not {self.sampling!r}")
+        if sampling not in (None, "graph", "host"):
+            raise ValueError(f"sampling is 'graph' or 'host', not {sampling!r}")
+        # like the other measuring settings, an unknown LCDOC_SAMPLING leaves the default
+        env = os.environ.get(SAMPLING_ENV, "").strip().lower()
+        self.sampling = sampling or ("graph" if env == "graph" else "host")
 
     def close(self) -> None:
         import llama_cpp
@@ -136,7 +138,8 @@ class ParallelDecoder:
         sampler = self._sampler()
         try:
             return self._loop(requests, on_done, sampler, mem)
-        finally:
+        finally:  # a step ended by its text may still be running: nothing outlives the run
+            llama_cpp.llama_synchronize(self.ctx.ctx)
             sampler.close()
 
     def _sampler(self):
@@ -344,8 +347,6 @@ class _GraphSampler:
     def close(self) -> None:
         import llama_cpp as lc
 
-        if self.chains:
-            lc.llama_synchronize(self.dec.ctx.ctx)  # no step may still use a chain freed below
         for q, chain in self.chains.items():
             lc.llama_set_sampler(self.dec.ctx.ctx, q, None)
             lc.llama_sampler_free(chain)
