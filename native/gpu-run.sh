@@ -59,7 +59,7 @@ for stage in "$@"; do
       --shape llama3-8b --vocab $W/build/llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-llama-bpe.gguf 2>&1 | tail -2
     ls -la $W/*.gguf; which lcdoc; lcdoc doctor; lcdoc plan --model $B8 --ctx 131072 ;;
   cold-ask)  # issue 25: the cold first question at 87K, every timing, old code against new
-    mkdir -p $W/old && tar xzf .carry/old-lcdoc.tar.gz -C $W/old
+    old_exe
     [ -f $W/doc87k.txt ] || python3 -c "from lcdoc.eval.clibench import write_document as w; from pathlib import Path; \
 print(w(Path('$W/doc87k.txt'), ${DOC_TOKENS:-87000}, '$B8', 'The access code for the north gate is PELICAN-42. '))"
     Q="What is the access code for the north gate?"

@@ -36,7 +36,7 @@ for n, chunk in ((1, 0), (8, 0), (8, 64), (8, 128), (8, 256), (16, 0), (16, 128)
     ts = []
     for _ in range(24):
         llama_cpp.llama_memory_seq_rm(mem, feeder, -1, -1)  # the chunk's sequence starts over
-        d.batch.n_tokens = 0
+        d._clear()
         for q in range(feeder - n, feeder):  # ids up to the feeder's: one pass over the weights
             d._add(1000, pos[q], q, True)
             pos[q] += 1

@@ -88,11 +88,13 @@ class ParallelDecoder:
         return len(group) <= self.n_seq and all(len(r.prompt) + r.max_tokens <= self.n_ctx
                                                 for r in group)
 
+    def _clear(self) -> None:
+        self.batch.n_tokens = 0
+        self.out_at = []  # each output row's index in the batch
+
     def _add(self, tok: int, pos: int, seq: int, logits: bool) -> None:
         a = self._arrays
         i = self.batch.n_tokens
-        if i == 0:
-            self.out_at = []
         a.token[i], a.pos[i], a.seq[i], a.logits[i] = tok, pos, seq, logits
         if logits:
             self.out_at.append(i)
@@ -216,31 +218,33 @@ class ParallelDecoder:
             if st.next is None and st.fed < len(st.prompt):
                 take[q] = min(len(st.prompt) - st.fed, chunk)
                 chunk -= take[q]
-        a, n = self._arrays, 0
-        rows, self.out_at = [], []  # out_at: each output row's index in the batch
+        self._clear()
+        rows = []
         for q in sorted(live):
             st = live[q]
             if st.next is not None:
-                a.token[n], a.pos[n], a.seq[n], a.logits[n] = st.next, st.pos, q, 1
-                self.out_at.append(n)
-                n += 1
+                self._add(st.next, st.pos, q, True)
                 st.pos += 1
                 st.next = None
                 rows.append(st)
             elif q in take:
-                k, end = take[q], st.fed + take[q]
-                a.token[n:n + k] = st.prompt[st.fed:end]
-                a.pos[n:n + k] = np.arange(st.fed, end, dtype=np.int32)
-                a.seq[n:n + k] = q
-                a.logits[n:n + k] = 0
-                st.fed = end
-                if end == len(st.prompt):
-                    a.logits[n + k - 1] = 1
-                    self.out_at.append(n + k - 1)
+                last = st.fed + take[q] == len(st.prompt)
+                self._add_chunk(st.prompt[st.fed:st.fed + take[q] - last], st.fed, q)
+                st.fed += take[q] - last
+                if last:  # the prompt's last token asks for the first answer token
+                    self._add(st.prompt[-1], st.fed, q, True)
+                    st.fed += 1
                     rows.append(st)
-                n += k
-        self.batch.n_tokens = n
         return rows
+
+    def _add_chunk(self, toks: list[int], pos: int, seq: int) -> None:
+        """Prompt tokens at positions pos, pos+1, ... with no output, written as slices."""
+        a, n, k = self._arrays, self.batch.n_tokens, len(toks)
+        a.token[n:n + k] = toks
+        a.pos[n:n + k] = np.arange(pos, pos + k, dtype=np.int32)
+        a.seq[n:n + k] = seq
+        a.logits[n:n + k] = 0
+        self.batch.n_tokens = n + k
 
     @staticmethod
     def _greedy(logits: np.ndarray, recent: list[list[int]]) -> list[int]:
@@ -269,7 +273,6 @@ class _BatchArrays:
 
     def __init__(self, batch, n: int) -> None:
         as_array = np.ctypeslib.as_array
-        self.batch, self.n = batch, n
         self.token = as_array(batch.token, shape=(n,))
         self.pos = as_array(batch.pos, shape=(n,))
         self.logits = as_array(ctypes.cast(batch.logits, ctypes.POINTER(ctypes.c_int8)), shape=(n,))
