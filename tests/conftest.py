@@ -5,11 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Nothing the tests run may land in the user's own data folder (the answer history that `lcdoc
+# log` shows, the default index folder): a folder of the test session's instead. A test that
+# names its own (XDG_DATA_HOME, LCDOC_HISTORY_DB) still wins.
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="lcdoc-test-data-")
 
 LCDOC = [sys.executable, "-m", "lcdoc"]  # the console script as a user runs it
 
