@@ -30,6 +30,7 @@ variant_env() {  # the settings a run's name asks for: prev = the previous sessi
     ub4096*) echo LCDOC_UBATCH=4096 ;;
     h4096*) echo LCDOC_UBATCH=4096 LCDOC_SAMPLING=host ;;
     ub8192*) echo LCDOC_UBATCH=8192 ;;
+    gopt*) echo GGML_CUDA_GRAPH_OPT=1 ;;
     old*) echo LCDOC_BENCH_EXE=$W/old-lcdoc ;;
     *) echo LCDOC_PROMPT_KERNELS=auto ;;
   esac
@@ -125,11 +126,12 @@ PY
     done 2>&1 | tee $OUT/lb-cmp.txt ;;
   batched)  # llama.cpp's own ceiling for N documents side by side: N prompts of 2,500 tokens in
     # one batch, then N x 272 tokens decoded together (no refill waste), unified cache or not
-    for ub in ${BB_UBATCH:-512 2048}; do for kvu in -kvu -no-kvu; do
-      echo "-- ubatch $ub $kvu"
-      ${BB_BIN:-$W/build}/llama-batched-bench -m $B8 -ngl 99 -fa on -c 65536 -b 2048 -ub $ub $kvu \
-        -npp 2500 -ntg 272 -npl ${BB_NPL:-1,8,16} 2>&1 | grep -E "^\|"
-    done; done 2>&1 | tee $OUT/batched.txt ;;
+    # BB_ENV: settings for the kernels (GGML_CUDA_CUBLAS_MIN_BATCH=128 is lcdoc's prompt choice)
+    for ub in ${BB_UBATCH:-512 2048}; do for kvu in ${BB_KVU:--kvu -no-kvu}; do for e in ${BB_ENV:-none}; do
+      echo "-- ubatch $ub $kvu env $e"
+      env $([ "$e" = none ] || echo "${e//,/ }") ${BB_BIN:-$W/build}/llama-batched-bench -m $B8 -ngl 99 -fa on -c 65536 \
+        -b $(( ub > 2048 ? ub : 2048 )) -ub $ub $kvu -npp 2500 -ntg 272 -npl ${BB_NPL:-1,8,16} 2>&1 | grep -E "^\|"
+    done; done; done 2>&1 | tee $OUT/batched${SUM_TAG:-}.txt ;;
   sampling-check)  # side by side, the greedy choice in llama.cpp's graph against numpy: same tokens?
     python3 - $B8 <<'PY' 2>&1 | grep -v -E "^(llama|load|print_info|\.)"
 import sys, time, tempfile
