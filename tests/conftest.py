@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -14,7 +16,28 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Nothing the tests run may land in the user's own data folder (the answer history that `lcdoc
 # log` shows, the default index folder): a folder of the test session's instead. A test that
 # names its own (XDG_DATA_HOME, LCDOC_HISTORY_DB) still wins.
-os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="lcdoc-test-data-")
+if "LCDOC_TEST_SESSION" not in os.environ:  # once, though some tests import this as `conftest`
+    os.environ["LCDOC_TEST_SESSION"] = tempfile.mkdtemp(prefix="lcdoc-test-")
+    atexit.register(shutil.rmtree, os.environ["LCDOC_TEST_SESSION"], True)
+_SESSION = Path(os.environ["LCDOC_TEST_SESSION"])
+os.environ["XDG_DATA_HOME"] = str(_SESSION / "data")
+# Likewise the cache (ONNX exports, speed book, calibration profiles, OCR text).
+SESSION_CACHE = _SESSION / "cache"
+os.environ["XDG_CACHE_HOME"] = str(SESSION_CACHE)
+
+
+def fresh_cache(tmp_path: Path) -> Path:
+    """A cache folder of the test's own that shares the session's ONNX export of the embedding
+    model: exporting it again costs ~20 s on a 2-core machine and is tested on its own."""
+    root = tmp_path / "cache"
+    (root / "lcdoc").mkdir(parents=True, exist_ok=True)
+    shared = SESSION_CACHE / "lcdoc" / "onnx"
+    shared.mkdir(parents=True, exist_ok=True)
+    link = root / "lcdoc" / "onnx"
+    if not link.is_symlink():
+        link.symlink_to(shared, target_is_directory=True)
+    return root
+
 
 LCDOC = [sys.executable, "-m", "lcdoc"]  # the console script as a user runs it
 

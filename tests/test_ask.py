@@ -1,5 +1,6 @@
 """`lcdoc ask` end to end with the packaged models: routes, planted facts, citations, shell use."""
 
+import dataclasses
 import gzip
 import json
 from pathlib import Path
@@ -51,10 +52,11 @@ def test_planted_fact_is_found_at_three_depths(tmp_path, settings, mode):
     from lcdoc.engine.llm import Engine
 
     eng = Engine(n_ctx=4096, cache_dir=tmp_path / "pc")
+    settings = dataclasses.replace(settings, answer_tokens=24)  # the fact is the first sentence
     found = []
     for depth in (0.1, 0.5, 0.9):
         f = tmp_path / f"doc{depth}.txt"
-        f.write_text(haystack(depth, 9000))
+        f.write_text(haystack(depth, 5500))  # ~1.9K tokens: the first tenth, the middle, the end
         a = ask(QUESTION, [str(f)], mode=mode, engine=eng, settings=settings)
         assert a.route == mode
         found.append("7341" in a.answer)
@@ -139,11 +141,12 @@ class FirstAnswerSaysMissing:
         return getattr(self.eng, name)
 
     def complete(self, prefix, suffix, **options):
-        import dataclasses
-
         self.prompts.append(prefix)
-        c = self.eng.complete(prefix, suffix, **options)
-        return dataclasses.replace(c, text=self.REFUSAL) if len(self.prompts) == 1 else c
+        if len(self.prompts) > 1:
+            return self.eng.complete(prefix, suffix, **options)
+        # the first answer is replaced: its prompt is read whole, one token is enough of it
+        c = self.eng.complete(prefix, suffix, **{**options, "max_tokens": 1})
+        return dataclasses.replace(c, text=self.REFUSAL)
 
 
 @pytest.mark.slow
@@ -152,7 +155,7 @@ def test_self_route_escalates_to_stuffing_when_the_document_fits(tmp_path, setti
 
     eng = FirstAnswerSaysMissing(Engine(n_ctx=4096, cache_dir=tmp_path / "pc"))
     f = tmp_path / "doc.txt"
-    f.write_text(haystack(0.5, 9000))  # ~2.3K tokens: over the 1K first pass, within the budget
+    f.write_text(haystack(0.5, 6000))  # ~2K tokens: over the 1K first pass, within the budget
     a = ask(QUESTION, [str(f)], mode="rag", engine=eng, settings=settings)
     assert a.route == "rag" and a.escalated
     assert len(eng.prompts) == 2 and any("stuffed whole" in r for r in a.reasons)

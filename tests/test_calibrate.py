@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.conftest import FILLER, make_pdf, run_lcdoc
+from tests.conftest import FILLER, fresh_cache, make_pdf, run_lcdoc
 
 pytestmark = pytest.mark.slow
 
@@ -21,16 +21,16 @@ def lcdoc(args, env):
 
 
 def test_calibration_is_stored_per_model_and_plan_and_used_by_router_and_plan(tmp_path):
-    env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "LCDOC_INDEX_DIR": str(tmp_path / "idx"),
+    env = {"XDG_CACHE_HOME": str(fresh_cache(tmp_path)), "LCDOC_INDEX_DIR": str(tmp_path / "idx"),
            "LCDOC_NO_SERVER": "1"}
     before = lcdoc(["plan", "--ctx", "2048"], env)
     assert "not calibrated" in before.stdout
-    p = lcdoc(["calibrate", "--ctx", "2048", "--lengths", "512,1024", "--depths", "20,80",
+    p = lcdoc(["calibrate", "--ctx", "2048", "--lengths", "384,768", "--depths", "20,80",
                "--full", "--json"], env)
     assert p.returncode == 0, p.stderr[-2000:]
     prof = json.loads(p.stdout)
-    assert set(prof["grid"]) == {"512", "1024"} and len(prof["trials"]) == 4
-    assert prof["effective_length"] in (0, 512, 1024)
+    assert set(prof["grid"]) == {"384", "768"} and len(prof["trials"]) == 4
+    assert prof["effective_length"] in (0, 384, 768)
     assert prof["path"].startswith(str(tmp_path / "cache")) and os.path.exists(prof["path"])
     for t in prof["trials"]:  # paraphrased: the question does not repeat the fact's key words
         assert t["found"] == (t["expected"].lower() in t["answer"].lower())
@@ -52,7 +52,7 @@ def test_ask_over_a_pdf_quotes_its_sources_and_cites_only_them(tmp_path):
     pages = [" ".join(FILLER[(i + j) % 5] for j in range(3)) for i in range(4)]
     pages[2] += " The emergency generator is tested on the first Monday of every month."
     pdf = make_pdf(tmp_path / "report.pdf", pages, title="Annual report")
-    env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "LCDOC_INDEX_DIR": str(tmp_path / "idx"),
+    env = {"XDG_CACHE_HOME": str(fresh_cache(tmp_path)), "LCDOC_INDEX_DIR": str(tmp_path / "idx"),
            "LCDOC_NO_SERVER": "1", "LCDOC_ANSWER_TOKENS": "48"}
     from lcdoc.ingest import load_path
 
@@ -74,7 +74,7 @@ def test_a_piped_pdf_keeps_its_pages_when_retrieved(tmp_path):
     pages = [" ".join(FILLER[(i + j) % 5] for j in range(3)) for i in range(5)]
     pages[3] += " The lighthouse lamp was replaced with an LED unit in March."
     pdf = make_pdf(tmp_path / "log.pdf", pages, title="Harbour log")
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"),
+    env = {**os.environ, "XDG_CACHE_HOME": str(fresh_cache(tmp_path)),
            "LCDOC_INDEX_DIR": str(tmp_path / "idx"), "LCDOC_NO_SERVER": "1",
            "LCDOC_ANSWER_TOKENS": "32"}
     p = subprocess.run([sys.executable, "-m", "lcdoc", "ask", "When was the lighthouse lamp "

@@ -26,7 +26,7 @@ def test_tokenizer_counts_with_the_models_own_vocab():
 
 
 def test_second_question_on_same_stuffed_document_starts_5x_sooner(tmp_path):
-    doc = long_text(12000)
+    doc = long_text(7000)
     eng = Engine(n_ctx=4096, cache_dir=tmp_path)
     times = []
     for q in ["What is sed?", "Who wrote the sed FAQ?"]:
@@ -34,7 +34,7 @@ def test_second_question_on_same_stuffed_document_starts_5x_sooner(tmp_path):
         c = eng.complete(pre, suf, max_tokens=8, stop=stops)
         times.append((c.prefill_s, c.n_cached, c.n_prompt))
     (cold, cached0, n), (warm, cached1, _) = times
-    assert n > 2500 and cached0 == 0 and cached1 > 2500
+    assert n > 1500 and cached0 == 0 and cached1 > 1500
     assert cold >= 5 * warm, times
     # Saved after the answer (the CLI does it once the answer is printed), a new process finds it.
     assert eng.stash_resident(disk_only=True)
@@ -42,7 +42,7 @@ def test_second_question_on_same_stuffed_document_starts_5x_sooner(tmp_path):
     eng2 = Engine(n_ctx=4096, cache_dir=tmp_path)
     pre, suf, stops = eng2.chat_parts("Answer from the document.", doc, "What is sed?")
     c = eng2.complete(pre, suf, max_tokens=8, stop=stops)
-    assert c.n_cached > 2500 and cold >= 5 * c.prefill_s
+    assert c.n_cached > 1500 and cold >= 5 * c.prefill_s
 
 
 def test_cached_and_uncached_answers_are_identical(tmp_path):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import run_lcdoc
+from conftest import fresh_cache, run_lcdoc
 
 FACT = "The access code for the north gate is PELICAN-42. "
 
@@ -19,7 +19,7 @@ def test_the_named_timings_add_up_to_the_wall_and_nothing_is_lost_by_the_fast_ex
     doc = tmp_path / "gate.txt"
     doc.write_text("Site notes. " * 200 + FACT + "The south gate has no code. " * 50)
     env = {"LCDOC_INDEX_DIR": str(tmp_path / "idx"), "XDG_DATA_HOME": str(tmp_path / "data"),
-           "XDG_CACHE_HOME": str(tmp_path / "cache"), "LCDOC_DEBUG": "1"}
+           "XDG_CACHE_HOME": str(fresh_cache(tmp_path)), "LCDOC_DEBUG": "1"}
     t0 = time.perf_counter()
     r = run_lcdoc(["ask", "What is the access code for the north gate?", doc, "--json",
                    "--no-server", "--max-tokens", "24"], env=env)

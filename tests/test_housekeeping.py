@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from tests.conftest import run_lcdoc
+from tests.conftest import fresh_cache, run_lcdoc
 
 
 
@@ -16,7 +16,7 @@ from tests.conftest import run_lcdoc
 def env(tmp_path):
     return {**os.environ, "LCDOC_INDEX_DIR": str(tmp_path / "indexes"),
             "LCDOC_HISTORY_DB": str(tmp_path / "history.sqlite"),
-            "XDG_CACHE_HOME": str(tmp_path / "cache")}
+            "XDG_CACHE_HOME": str(fresh_cache(tmp_path))}
 
 
 def run(env, *args, **kw):

@@ -10,11 +10,12 @@ import pytest
 from lcdoc.engine import speed as sp
 from lcdoc.engine.arch import read_arch
 from lcdoc.models import find_packaged_gguf
+from tests.conftest import fresh_cache
 
 
 @pytest.fixture
 def book(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(fresh_cache(tmp_path)))
     return tmp_path / "cache" / "lcdoc" / "speeds.json"
 
 
@@ -80,7 +81,7 @@ def test_an_escalation_past_the_time_budget_is_not_taken_and_the_answer_says_how
     from test_ask import NEEDLE, QUESTION, FirstAnswerSaysMissing, haystack
 
     f = tmp_path / "doc.txt"
-    f.write_text(haystack(0.5, 9000))  # ~2.3K tokens: over the 1K first pass, within the budget
+    f.write_text(haystack(0.5, 6000))  # ~2K tokens: over the 1K first pass, within the budget
     base = Engine(n_ctx=4096, cache_dir=tmp_path / "pc")
     tight = load_settings(index_dir=tmp_path / "idx", answer_tokens=48, max_seconds=0.5)
     a = ask(QUESTION, [str(f)], mode="rag", engine=FirstAnswerSaysMissing(base), settings=tight)

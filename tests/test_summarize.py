@@ -37,7 +37,7 @@ def folder(tmp_path):
 
 def test_folder_is_summarised_long_pdf_through_the_hierarchy(folder, tmp_path):
     out = tmp_path / "out"
-    r = run([str(folder), "--out", str(out), "--ctx", "2048", "--max-words", "50", "--json",
+    r = run([str(folder), "--out", str(out), "--ctx", "2048", "--max-words", "30", "--json",
              "--index-dir", str(tmp_path / "idx")])
     assert r.returncode == 1, r.stderr  # one file failed
     assert "broken.pdf" in r.stderr

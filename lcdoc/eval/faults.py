@@ -635,9 +635,9 @@ def _full_disk_index(w: Work, mnt: Path) -> None:
 
 @case("messages", slow=True)
 def case_a_full_disk_is_named_and_leaves_nothing_half_made(w: Work) -> None:
-    for i in range(30):
+    for i in range(10):
         w.path(f"docs/n{i}.txt").write_text(doc_text(f"Note {i}: heron colony.", 200))
-    with tmpfs(w.root / "mnt", "1m") as mnt:
+    with tmpfs(w.root / "mnt", "400k") as mnt:
         w.env["LCDOC_INDEX_DIR"] = str(mnt)
         r = w.lcdoc("index", str(w.root / "docs"), "--index", "full")
         expect(r.returncode == 1 and "internal error" not in err(r),
