@@ -114,6 +114,8 @@ def index_cmd(
     if not res.report.ok:
         raise NothingToReadError(f"nothing to index in {', '.join(render.display(str(p)) for p in paths)}"
                                  f" (no readable document)")
+    if res.report.faults:  # each named above; the others are in the index, and a script learns
+        raise typer.Exit(1)  # that some could not be read (as summarize, cp or tar do)
 
 
 @app.command()

@@ -175,7 +175,7 @@ def test_cli_index_and_search_json(corpus, tmp_path):
     (bad / "empty.txt").write_bytes(b"")
     (bad / "blob.bin").write_bytes(bytes(range(256)) * 4)
     r = run_cli("index", str(bad), "--index", "cli", "--index-dir", str(tmp_path), "--json")
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 1, r.stderr  # broken.pdf failed (named); empty and binary are skipped
     out = json.loads(r.stdout)
     assert out["indexed"] == 5 and out["chunks"] > 0
     assert "broken.pdf" in r.stderr and "empty.txt" in r.stderr and "blob.bin" in r.stderr
@@ -194,3 +194,17 @@ def test_cli_fails_when_nothing_could_be_indexed(tmp_path):
     assert r.returncode == 1 and "x.pdf" in r.stderr
     r = run_cli("search", "x", "-i", "nope", "--index-dir", str(tmp_path))
     assert r.returncode == 1 and "no such index: nope" in r.stderr
+
+
+def test_index_exit_code_tells_files_left_out_on_purpose_from_files_it_could_not_read(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("The lamp oil is stored in the blue shed behind the mill.\n")
+    (docs / "blob.bin").write_bytes(bytes(range(256)) * 4)  # binary: left out on purpose
+    (docs / ".hidden.txt").write_text("hidden\n")
+    r = run_cli("index", str(docs), "-i", "k", "--index-dir", str(tmp_path / "idx"), "--json")
+    assert r.returncode == 0 and "blob.bin" in r.stderr, r.stderr
+    os.symlink("nowhere.txt", docs / "gone.txt")  # meant to be read, and cannot be
+    r = run_cli("index", str(docs), "-i", "k", "--index-dir", str(tmp_path / "idx"), "--json")
+    assert r.returncode == 1 and "gone.txt" in r.stderr, r.stderr
+    assert json.loads(r.stdout)["unchanged"] == 1  # the good file is still indexed

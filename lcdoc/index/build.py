@@ -46,6 +46,11 @@ class IndexReport:
     interrupted: bool = False
 
     @property
+    def faults(self) -> list[Skipped]:
+        """Files that were meant to be read and were not: failed, unreadable, broken links."""
+        return self.failed + [s for s in self.skipped if s.fault]
+
+    @property
     def ok(self) -> bool:
         """False when nothing could be read: no document indexed, none already there, none
         removed (an empty folder, or only unreadable files)."""

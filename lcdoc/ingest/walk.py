@@ -17,6 +17,9 @@ from lcdoc.ingest.loaders import OLE2_MAGIC, SNIFF_BYTES, load_path, looks_binar
 
 # Names of the zip-based formats: a damaged one is read (and named as damaged), not skipped.
 DOCUMENT_SUFFIXES = (".docx", ".pptx", ".odt", ".odp", ".ods", ".epub")
+# Reasons that are faults (a file meant to be read), not choices (hidden, binary, too large).
+CANNOT_READ = "cannot read"
+BROKEN_LINKS = ("broken symbolic link", "symbolic link loop")
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,7 @@ class Skipped:
 
     path: str
     reason: str
+    fault: bool = False  # meant to be read and could not be (unreadable, a broken link or loop)
 
 
 def _matches(rel: str, patterns: tuple[str, ...]) -> bool:
@@ -69,7 +73,7 @@ def file_problem(p: Path, max_bytes: int) -> str | None:
     try:
         st = p.stat()
     except OSError as e:
-        return f"cannot read ({e.strerror})"
+        return f"{CANNOT_READ} ({e.strerror})"
     if not stat.S_ISREG(st.st_mode):  # opening a FIFO would block; a device never ends
         return f"not a regular file ({'a FIFO' if stat.S_ISFIFO(st.st_mode) else 'a device or socket'})"
     if st.st_size > max_bytes:
@@ -80,7 +84,7 @@ def file_problem(p: Path, max_bytes: int) -> str | None:
         with open(p, "rb") as f:
             head = f.read(SNIFF_BYTES)
     except OSError as e:
-        return f"cannot read ({e.strerror})"
+        return f"{CANNOT_READ} ({e.strerror})"
     if b"%PDF-" in head[:1024] or (head[:2] == b"\x1f\x8b" and p.name.endswith(".gz")):
         return None
     if head[:4] == ZIP_MAGIC:  # a document container, told by its members, or any other zip
@@ -99,9 +103,9 @@ def link_problem(p: Path, roots: list[str], follow_links: bool) -> str | None:
     if not p.exists():
         try:
             p.stat()
-            return "broken symbolic link"
+            return BROKEN_LINKS[0]
         except OSError as e:
-            return "symbolic link loop" if e.errno == errno.ELOOP else "broken symbolic link"
+            return BROKEN_LINKS[1] if e.errno == errno.ELOOP else BROKEN_LINKS[0]
     if p.is_dir():
         return "symbolic link to a folder (not followed)"
     target = None if follow_links else _outside(p, roots)
@@ -133,7 +137,7 @@ def walk_paths(
             return
         why = file_problem(p, max_bytes)
         if why:
-            skipped.append(Skipped(str(p), why))
+            skipped.append(Skipped(str(p), why, fault=why.startswith(CANNOT_READ)))
             return
         seen.add(os.path.realpath(p))
         files.append(p)
@@ -153,7 +157,7 @@ def walk_paths(
                         continue
                     why = link_problem(p, roots, follow_links) if p.is_symlink() else None
                     if why:
-                        skipped.append(Skipped(str(p), why))
+                        skipped.append(Skipped(str(p), why, fault=why in BROKEN_LINKS))
                         continue
                     consider(p, rel, explicit=False)
         elif root.exists():
