@@ -208,3 +208,24 @@ def test_index_exit_code_tells_files_left_out_on_purpose_from_files_it_could_not
     r = run_cli("index", str(docs), "-i", "k", "--index-dir", str(tmp_path / "idx"), "--json")
     assert r.returncode == 1 and "gone.txt" in r.stderr, r.stderr
     assert json.loads(r.stdout)["unchanged"] == 1  # the good file is still indexed
+
+
+def test_one_text_in_two_files_is_given_to_the_model_once(tmp_path):
+    from lcdoc.qa.strategies import rag_passages
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    manual = "\n\n".join(f"Section {i}. " + " ".join(FILLER[(i + j) % 5] for j in range(3))
+                         for i in range(6)) + "\n\nThe relief valve is tested every spring.\n"
+    (docs / "manual.md").write_text(manual)
+    (docs / "manual-copy.txt").write_text(manual)  # the same manual, saved in another format
+    (docs / "other.txt").write_text("The relief valve on the east boiler was replaced in 2019.\n")
+    with Index.open("dup", tmp_path / "idx", create=True) as idx:
+        update_index(idx, [docs])
+        passages, _ = rag_passages(idx, "When is the relief valve tested?", 4000,
+                                   lambda t: len(t) // 4)
+    texts = [" ".join(p.text.split()) for p in passages]
+    assert any("tested every spring" in t for t in texts)
+    assert sum("tested every spring" in t for t in texts) == 1, [p.path for p in passages]
+    assert len(set(texts)) == len(texts)
+    assert any(p.path.endswith("other.txt") for p in passages)  # other files still come

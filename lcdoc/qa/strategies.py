@@ -347,8 +347,11 @@ def rag_passages(index, question: str, budget: int, count: Callable[[str], int],
     passages: list[Passage] = []
     spent = 0
     docs: dict[str, Document] = {}
+    taken = ""  # the passages' text, spaces folded: one manual in two formats is given once
     for h in hits:
         if any(a <= h.start and h.end <= b for a, b in used.get(h.path, [])):
+            continue
+        if " ".join(h.text.split()) in taken:
             continue
         group = index.neighbours(h, radius)
         a = min(g.start for g in group)
@@ -369,6 +372,7 @@ def rag_passages(index, question: str, budget: int, count: Callable[[str], int],
         page = doc.page_at(a) if doc else h.page_start
         page_end = doc.page_at(max(a, b - 1)) if doc else h.page_end
         passages.append(Passage(h.path, text.strip(), page, h.heading, h.score, a, page_end))
+        taken += "\n" + " ".join(text.split())
         spent += n
         if spent >= budget * 0.97:
             break
