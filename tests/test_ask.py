@@ -43,7 +43,9 @@ def haystack(depth: float, chars: int) -> str:
 
 @pytest.fixture()
 def settings(tmp_path):
-    return load_settings(index_dir=tmp_path / "indexes", answer_tokens=48)
+    # the time budget is tested on its own (test_speed.py): here a loaded machine must not
+    # turn an escalation under test into one not taken
+    return load_settings(index_dir=tmp_path / "indexes", answer_tokens=48, max_seconds=3600.0)
 
 
 @pytest.mark.slow
@@ -169,7 +171,9 @@ def test_self_route_escalates_to_stuffing_when_the_document_fits(tmp_path, setti
 def test_self_route_widens_retrieval_when_the_document_does_not_fit(tmp_path, settings):
     from lcdoc.engine.llm import Engine
 
-    pages = [" ".join(FILLER[(i + j) % 5] for j in range(5)) for i in range(90)]
+    # each page its own log line: passages repeating text already given are not given again
+    pages = [f"Log {i}: pump {i % 7 + 2} ran {i * 3 % 11 + 1} hours on shift {i % 4}. "
+             + " ".join(FILLER[(i + j) % 5] for j in range(5)) for i in range(90)]
     pages[60] += " " + NEEDLE
     pdf = make_pdf(tmp_path / "manual.pdf", pages)
     eng = FirstAnswerSaysMissing(Engine(n_ctx=4096, cache_dir=tmp_path / "pc"))
@@ -178,7 +182,7 @@ def test_self_route_widens_retrieval_when_the_document_does_not_fit(tmp_path, se
     assert any("full" in r and "budget" in r for r in a.reasons)
     first, second = (eng.eng.count(p) for p in eng.prompts)
     assert second > 2 * first  # the wider budget, neighbours included
-    assert NEEDLE in eng.prompts[1]
+    assert NEEDLE in " ".join(eng.prompts[1].split())  # a PDF line may break inside it
     # The source that carries the needle is labelled with the pages of the text the model got.
     assert any(s.page <= 61 <= (s.page_end or s.page) for s in a.sources if s.page)
 
