@@ -28,7 +28,12 @@ class Skipped:
 
     path: str
     reason: str
-    fault: bool = False  # meant to be read and could not be (unreadable, a broken link or loop)
+
+    @property
+    def fault(self) -> bool:
+        """Meant to be read and could not be (unreadable, a broken link or loop), rather than
+        left out on purpose (hidden, binary, empty, too large, a link outside)."""
+        return self.reason.startswith(CANNOT_READ) or self.reason in BROKEN_LINKS
 
 
 def _matches(rel: str, patterns: tuple[str, ...]) -> bool:
@@ -137,7 +142,7 @@ def walk_paths(
             return
         why = file_problem(p, max_bytes)
         if why:
-            skipped.append(Skipped(str(p), why, fault=why.startswith(CANNOT_READ)))
+            skipped.append(Skipped(str(p), why))
             return
         seen.add(os.path.realpath(p))
         files.append(p)
@@ -157,7 +162,7 @@ def walk_paths(
                         continue
                     why = link_problem(p, roots, follow_links) if p.is_symlink() else None
                     if why:
-                        skipped.append(Skipped(str(p), why, fault=why in BROKEN_LINKS))
+                        skipped.append(Skipped(str(p), why))
                         continue
                     consider(p, rel, explicit=False)
         elif root.exists():
